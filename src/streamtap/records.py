@@ -1,0 +1,150 @@
+"""Immutable records the tap produces and the recorder stores.
+
+These are the contract between the pure parsing stages, the storage layer, the exporter and the read side.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Outcome(enum.StrEnum):
+    """How a recorded exchange ended. Exactly one per stream; see `decide_outcome` for precedence."""
+
+    COMPLETED = "completed"  # the model finished: a finish_reason or [DONE] was seen
+    TRUNCATED = "truncated"  # clean end of the body, but no finish_reason and no [DONE]
+    CLIENT_DISCONNECT = "client_disconnect"
+    UPSTREAM_DISCONNECT = "upstream_disconnect"
+    MODEL_ERROR = "model_error"  # an error object in a data line, or `event: error`
+    HTTP_ERROR = "http_error"  # status >= 400
+    IN_PROGRESS = "in_progress"  # row written at request time, stream not finished yet
+    INTERRUPTED = "interrupted"  # the proxy died while the stream was in progress
+
+
+FINAL_OUTCOMES: tuple[Outcome, ...] = (
+    Outcome.COMPLETED,
+    Outcome.TRUNCATED,
+    Outcome.CLIENT_DISCONNECT,
+    Outcome.UPSTREAM_DISCONNECT,
+    Outcome.MODEL_ERROR,
+    Outcome.HTTP_ERROR,
+)
+
+
+class EventKind(enum.StrEnum):
+    DATA = "data"
+    COMMENT = "comment"
+    DONE = "done"
+    ERROR = "error"
+    MALFORMED = "malformed"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    index: int
+    content: str | None
+    reasoning_content: str | None
+    refusal: str | None
+    tool_calls: tuple[ToolCall, ...]
+    finish_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+    reasoning_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One SSE event (or comment) as it arrived.
+
+    `t_ms` is the arrival time of the network read that completed the event, relative to t0 (the proxy had
+    the whole client request); `gap_ms` is the time since the previous event (None for the first).
+    `raw` holds the exact bytes of the event as decoded from the wire: the concatenation of every event's
+    `raw` is the (content-decoded) response body.
+    """
+
+    seq: int
+    t_ms: float
+    gap_ms: float | None
+    kind: EventKind
+    data: str | None
+    raw: bytes
+    event: str | None = None  # the SSE `event:` field, when present
+    tokens: bool = False  # carries generated text (content, reasoning, refusal, tool arguments)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    """What is known when the client's request has arrived: written first so a crash leaves a trace."""
+
+    id: str
+    started_at: datetime
+    method: str
+    url: str
+    host: str
+    path: str
+    request_model: str | None
+    api_key_fp: str | None
+    proxy_instance: str
+    request_body: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    """A finished exchange: everything `streamtap export` prints."""
+
+    id: str
+    started_at: datetime
+    method: str
+    url: str
+    host: str
+    path: str
+    status_code: int | None
+    stream: bool
+    request_model: str | None
+    model: str | None
+    outcome: Outcome
+    error: str | None
+    ttfb_ms: float | None
+    ttft_ms: float | None
+    ttfc_ms: float | None
+    duration_ms: float | None
+    usage: Usage | None
+    choices: tuple[Choice, ...]
+    events: tuple[EventRecord, ...] = ()
+    api_key_fp: str | None = None
+    proxy_instance: str = ""
+    api: str = "openai.chat"
+    content_encoding: str | None = None
+    request_body: str | None = None
+    response_body: str | None = None  # non-streamed bodies (JSON completion or error)
+    tap_errors: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def finish_reason(self) -> str | None:
+        """The stream's finish reason: the first choice's, or the first one any choice reported."""
+        for choice in self.choices:
+            if choice.finish_reason:
+                return choice.finish_reason
+        return None
+
+    @property
+    def gaps_ms(self) -> list[float]:
+        """Gaps between consecutive token-carrying events (what the gap histogram samples)."""
+        times = [e.t_ms for e in self.events if e.tokens]
+        return [b - a for a, b in zip(times, times[1:], strict=False)]

@@ -1,0 +1,168 @@
+"""An incremental Server-Sent Events decoder that keeps every byte.
+
+It follows the WHATWG HTML Living Standard, section 9.2.6 "Interpreting an event stream"
+(https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation), and adds one
+thing a browser does not need: every item it returns carries the exact bytes it was decoded from, so the
+concatenation of the items' `raw` (plus a final `flush()`) is the input, byte for byte.
+
+Feed it bytes as they arrive from the network, in reads of any size; splitting the input differently never
+changes what it returns.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+_LINE_END = re.compile(rb"[\r\n]")
+_BOM = b"\xef\xbb\xbf"
+_CR = 0x0D
+_LF = 0x0A
+
+
+class ItemKind(enum.StrEnum):
+    EVENT = "event"  # a dispatched event
+    COMMENT = "comment"  # a line starting with ':'
+    INCOMPLETE = "incomplete"  # fields or a partial line left at end of stream: never dispatched
+    PADDING = "padding"  # blank lines left at end of stream, belonging to no event
+
+
+@dataclass(frozen=True, slots=True)
+class SSEItem:
+    kind: ItemKind
+    raw: bytes
+    data: str = ""  # event data (lines joined with LF), or the comment text
+    event: str | None = None  # the `event:` field; None means the default type, "message"
+    id: str | None = None  # the last event ID in force when the event was dispatched
+    retry: int | None = None  # a `retry:` field seen in this event
+
+
+class SSEDecoder:
+    """Bytes in, `SSEItem`s out. `feed()` as reads arrive, `flush()` once at end of stream."""
+
+    __slots__ = ("_buf", "_data", "_event", "_last_id", "_raw", "_retry", "_started")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()  # bytes of the line not yet terminated
+        self._raw = bytearray()  # bytes of complete lines since the last item returned
+        self._data: list[str] = []
+        self._event: str | None = None
+        self._last_id: str | None = None  # persists across events, as the spec says
+        self._retry: int | None = None
+        self._started = False  # the BOM check has been made
+
+    def feed(self, chunk: bytes) -> list[SSEItem]:
+        if not chunk:
+            return []
+        buf = self._buf
+        buf += chunk
+        if not self._started:
+            # "One leading U+FEFF BYTE ORDER MARK character must be ignored if any are present."
+            if len(buf) < len(_BOM) and _BOM.startswith(bytes(buf)):
+                return []
+            self._started = True
+            skip = len(_BOM) if buf.startswith(_BOM) else 0
+            if skip:
+                self._raw += _BOM
+                del buf[:skip]
+        out: list[SSEItem] = []
+        start = 0
+        n = len(buf)
+        for match in _LINE_END.finditer(buf):
+            end = match.start()
+            if end < start:  # the LF of a CRLF pair already consumed
+                continue
+            if buf[end] == _CR:
+                if end + 1 == n:
+                    break  # hold a trailing CR: the next read may start with its LF
+                stop = end + 2 if buf[end + 1] == _LF else end + 1
+            else:
+                stop = end + 1
+            self._line(bytes(buf[start:end]), buf[start:stop], out)
+            start = stop
+        if start:
+            del buf[:start]
+        return out
+
+    def flush(self) -> list[SSEItem]:
+        """End of stream. A trailing CR ends its line; an unterminated line or event is not dispatched."""
+        out: list[SSEItem] = []
+        buf = self._buf
+        if buf.endswith(b"\r"):
+            self._line(bytes(buf[:-1]), buf, out)
+            buf.clear()
+        pending = bytes(self._raw) + bytes(buf)
+        if pending:
+            pending_fields = bool(buf) or bool(self._data) or self._event is not None
+            if pending_fields or pending.strip(b"\r\n"):
+                out.append(SSEItem(ItemKind.INCOMPLETE, pending, pending.decode("utf-8", "replace")))
+            else:
+                out.append(SSEItem(ItemKind.PADDING, pending))
+        self._raw.clear()
+        buf.clear()
+        self._data = []
+        self._event = None
+        self._retry = None
+        return out
+
+    def _line(self, line: bytes, raw: bytes | bytearray, out: list[SSEItem]) -> None:
+        self._raw += raw
+        if not line:
+            self._dispatch(out)
+            return
+        # Decode each whole line, so a character split across reads is never mangled; invalid sequences
+        # become U+FFFD as the spec's "UTF-8 decode" does.
+        text = line.decode("utf-8", "replace")
+        if text[0] == ":":
+            comment = text[1:]
+            if comment.startswith(" "):
+                comment = comment[1:]
+            out.append(SSEItem(ItemKind.COMMENT, self._take_raw(), comment))
+            return
+        name, colon, value = text.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            if "\0" not in value:
+                self._last_id = value
+        elif name == "retry":
+            if value.isascii() and value.isdigit():
+                self._retry = int(value)
+        # any other field name is ignored, as the spec says
+
+    def _dispatch(self, out: list[SSEItem]) -> None:
+        if not self._data:
+            # "If the data buffer is an empty string, set the data buffer and the event type buffer to the
+            # empty string and return." The blank line's bytes stay with the next item.
+            self._event = None
+            self._retry = None
+            return
+        out.append(
+            SSEItem(
+                ItemKind.EVENT,
+                self._take_raw(),
+                "\n".join(self._data),
+                self._event or None,
+                self._last_id,
+                self._retry,
+            )
+        )
+        self._data = []
+        self._event = None
+        self._retry = None
+
+    def _take_raw(self) -> bytes:
+        raw = bytes(self._raw)
+        self._raw.clear()
+        return raw
+
+
+def decode_all(body: bytes) -> list[SSEItem]:
+    """Decode a whole body at once (tests, import, export)."""
+    decoder = SSEDecoder()
+    return decoder.feed(body) + decoder.flush()
