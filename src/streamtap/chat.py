@@ -1,0 +1,325 @@
+"""OpenAI chat-completion semantics: SSE events in, choices, usage, finish reasons and errors out.
+
+Pure and incremental. It is written against what providers really send (see tests/fixtures/corpus and
+`../shared/sse-corpus/SOURCES.md`), not against the schema alone:
+
+- chunks with empty `choices` (Azure's prompt-filter chunk, the final usage chunk), choices with no `delta`
+  key at all, `content: null`, role-only and empty deltas;
+- reasoning in `reasoning_content` (DeepSeek, Z.ai, xAI, llama.cpp) or `reasoning` (Groq, OpenRouter,
+  Cerebras), and Mistral's content arrays with `thinking` parts;
+- `tool_calls` assembled by `index` (later fragments carry no id); no `index` at all (Mistral); the whole call
+  in one chunk (xAI); explicit nulls (Writer); first index 1 (an Anthropic gateway);
+- `n > 1` choices by `index`, `finish_reason` per choice;
+- `usage` wherever it appears: the final `choices: []` chunk, the finish chunk (DeepSeek), every chunk
+  cumulatively (Perplexity, vLLM on Azure), inside `x_groq`; the last one seen wins;
+- errors: `event: error`, or a top-level `error` object in a data line (OpenRouter, Groq);
+- legacy `/v1/completions` chunks (`choices[].text`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .records import Choice, EventKind, ToolCall, Usage
+from .sse import ItemKind, SSEItem
+
+
+@dataclass(slots=True)
+class _ToolCallAcc:
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _ChoiceAcc:
+    index: int
+    content: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    refusal: list[str] = field(default_factory=list)
+    tool_calls: dict[int, _ToolCallAcc] = field(default_factory=dict)
+    last_tool_index: int | None = None
+    finish_reason: str | None = None
+
+    def freeze(self) -> Choice:
+        return Choice(
+            index=self.index,
+            content="".join(self.content) if self.content else None,
+            reasoning_content="".join(self.reasoning) if self.reasoning else None,
+            refusal="".join(self.refusal) if self.refusal else None,
+            tool_calls=tuple(
+                ToolCall(t.index, t.id, t.name, "".join(t.arguments))
+                for _, t in sorted(self.tool_calls.items())
+            ),
+            finish_reason=self.finish_reason,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Interpretation:
+    """What one SSE item means."""
+
+    kind: EventKind
+    tokens: bool = False  # carries generated text
+    content: bool = False  # carries non-empty `content`
+
+
+_COMMENT = Interpretation(EventKind.COMMENT)
+_DONE = Interpretation(EventKind.DONE)
+_ERROR = Interpretation(EventKind.ERROR)
+_MALFORMED = Interpretation(EventKind.MALFORMED)
+_DATA = Interpretation(EventKind.DATA)
+_TOKENS = Interpretation(EventKind.DATA, tokens=True)
+_CONTENT = Interpretation(EventKind.DATA, tokens=True, content=True)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def parse_usage(obj: object) -> Usage | None:
+    """Normalize an OpenAI-style (or Anthropic-style) usage object; None when it carries no counts."""
+    if not isinstance(obj, dict):
+        return None
+    prompt = _int(obj.get("prompt_tokens"))
+    if prompt is None:
+        prompt = _int(obj.get("input_tokens"))
+    completion = _int(obj.get("completion_tokens"))
+    if completion is None:
+        completion = _int(obj.get("output_tokens"))
+    total = _int(obj.get("total_tokens"))
+    if total is None and prompt is not None and completion is not None:
+        total = prompt + completion
+    reasoning = None
+    for key in ("completion_tokens_details", "output_tokens_details"):
+        details = obj.get(key)
+        if isinstance(details, dict):
+            reasoning = _int(details.get("reasoning_tokens"))
+            if reasoning is not None:
+                break
+    if prompt is None and completion is None and total is None:
+        return None
+    return Usage(prompt, completion, total, reasoning)
+
+
+def error_text(obj: object) -> str:
+    """A one-line description of an error object, as providers shape them."""
+    if isinstance(obj, dict):
+        err = obj.get("error", obj)
+        if isinstance(err, dict):
+            message = err.get("message")
+            code = err.get("code") or err.get("type")
+            if isinstance(message, str) and message:
+                return f"{code}: {message}" if code else message
+            return json.dumps(err, ensure_ascii=False)
+        if isinstance(err, str):
+            return err
+    return str(obj)
+
+
+class ChatInterpreter:
+    """Feeds on SSE items of one chat-completion stream; `choices()`, `usage`, `model`, `error` at any time."""
+
+    def __init__(self) -> None:
+        self._choices: dict[int, _ChoiceAcc] = {}
+        self.model: str | None = None
+        self.usage: Usage | None = None
+        self.error: str | None = None
+        self.saw_done = False
+        self.saw_finish = False
+
+    # -- streaming -------------------------------------------------------------------------------------
+    def feed(self, item: SSEItem) -> Interpretation:
+        if item.kind is ItemKind.COMMENT:
+            return _COMMENT
+        if item.kind is not ItemKind.EVENT:
+            return _MALFORMED
+        data = item.data
+        if data.startswith("[DONE]"):  # what the openai SDK checks; some servers name the event (`done`)
+            self.saw_done = True
+            return _DONE
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            if item.event == "error":
+                self._set_error(data or "error event")
+                return _ERROR
+            return _MALFORMED
+        if item.event == "error" or (isinstance(obj, dict) and obj.get("error")):
+            self._set_error(error_text(obj))
+            # an error chunk may still carry usage (OpenRouter)
+            if isinstance(obj, dict):
+                self._take_usage(obj)
+            return _ERROR
+        if not isinstance(obj, dict):
+            return _MALFORMED
+        return self.feed_chunk(obj)
+
+    def feed_chunk(self, obj: dict[str, Any]) -> Interpretation:
+        model = obj.get("model")
+        if self.model is None and isinstance(model, str) and model:
+            self.model = model
+        self._take_usage(obj)
+        tokens = content = False
+        choices = obj.get("choices")
+        if isinstance(choices, list):
+            for raw_choice in choices:
+                if isinstance(raw_choice, dict):
+                    t, c = self._feed_choice(raw_choice)
+                    tokens |= t
+                    content |= c
+        if content:
+            return _CONTENT
+        return _TOKENS if tokens else _DATA
+
+    def _take_usage(self, obj: dict[str, Any]) -> None:
+        usage = parse_usage(obj.get("usage"))
+        if usage is None:
+            x_groq = obj.get("x_groq")
+            if isinstance(x_groq, dict):
+                usage = parse_usage(x_groq.get("usage"))
+        if usage is not None:
+            self.usage = usage
+
+    def _set_error(self, text: str) -> None:
+        if self.error is None:
+            self.error = text
+
+    def _feed_choice(self, choice: dict[str, Any]) -> tuple[bool, bool]:
+        index = _int(choice.get("index"))
+        acc = self._choice(index if index is not None else 0)
+        tokens = content = False
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            delta = choice.get("message") if "delta" not in choice else None
+            if not isinstance(delta, dict):
+                delta = None
+        if delta is None:
+            text = choice.get("text")  # legacy /v1/completions
+            if isinstance(text, str) and text:
+                acc.content.append(text)
+                tokens = content = True
+        else:
+            tokens, content = self._feed_delta(acc, delta)
+        finish = choice.get("finish_reason")
+        if isinstance(finish, str) and finish:
+            acc.finish_reason = finish
+            self.saw_finish = True
+        return tokens, content
+
+    def _feed_delta(self, acc: _ChoiceAcc, delta: dict[str, Any]) -> tuple[bool, bool]:
+        tokens = content = False
+        value = delta.get("content")
+        if isinstance(value, str):
+            if value:
+                acc.content.append(value)
+                tokens = content = True
+        elif isinstance(value, list):  # Mistral: [{type: text|thinking, ...}]
+            for part in value:
+                if not isinstance(part, dict):
+                    continue
+                if part.get("type") == "thinking":
+                    for piece in part.get("thinking") or ():
+                        text = piece.get("text") if isinstance(piece, dict) else None
+                        if isinstance(text, str) and text:
+                            acc.reasoning.append(text)
+                            tokens = True
+                else:
+                    text = part.get("text")
+                    if isinstance(text, str) and text:
+                        acc.content.append(text)
+                        tokens = content = True
+        reasoning = delta.get("reasoning_content")
+        if not (isinstance(reasoning, str) and reasoning):
+            reasoning = delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            acc.reasoning.append(reasoning)
+            tokens = True
+        refusal = delta.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            acc.refusal.append(refusal)
+            tokens = True
+        audio = delta.get("audio")
+        if isinstance(audio, dict) and (audio.get("transcript") or audio.get("data")):
+            tokens = True
+        tool_calls = delta.get("tool_calls")
+        if isinstance(tool_calls, list):
+            for raw_call in tool_calls:
+                if isinstance(raw_call, dict) and self._feed_tool_call(acc, raw_call):
+                    tokens = True
+        return tokens, content
+
+    def _feed_tool_call(self, acc: _ChoiceAcc, call: dict[str, Any]) -> bool:
+        index = _int(call.get("index"))
+        call_id = call.get("id")
+        if index is None:
+            # No index (Mistral): a new id starts a new call, anything else continues the last one.
+            if acc.last_tool_index is None or (
+                isinstance(call_id, str) and call_id and acc.tool_calls[acc.last_tool_index].id != call_id
+            ):
+                index = len(acc.tool_calls)
+            else:
+                index = acc.last_tool_index
+        tool = acc.tool_calls.get(index)
+        if tool is None:
+            tool = acc.tool_calls[index] = _ToolCallAcc(index)
+        acc.last_tool_index = index
+        if isinstance(call_id, str) and call_id and tool.id is None:
+            tool.id = call_id
+        function = call.get("function")
+        if not isinstance(function, dict):
+            return False
+        name = function.get("name")
+        if isinstance(name, str) and name:
+            if tool.name is None:
+                tool.name = name
+            elif not tool.arguments and name != tool.name:
+                tool.name += name  # a name streamed in fragments
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            tool.arguments.append(arguments)
+            return True
+        if isinstance(arguments, dict):  # a few servers send an object instead of a JSON string
+            tool.arguments.append(json.dumps(arguments, ensure_ascii=False))
+            return True
+        return False
+
+    def _choice(self, index: int) -> _ChoiceAcc:
+        acc = self._choices.get(index)
+        if acc is None:
+            acc = self._choices[index] = _ChoiceAcc(index)
+        return acc
+
+    # -- results ---------------------------------------------------------------------------------------
+    def choices(self) -> tuple[Choice, ...]:
+        return tuple(acc.freeze() for _, acc in sorted(self._choices.items()))
+
+    # -- non-streamed completions ---------------------------------------------------------------------
+    def feed_completion(self, obj: dict[str, Any]) -> None:
+        """A whole `chat.completion` (or legacy `text_completion`) response body."""
+        if obj.get("error"):
+            self._set_error(error_text(obj))
+        model = obj.get("model")
+        if isinstance(model, str) and model:
+            self.model = model
+        self._take_usage(obj)
+        choices = obj.get("choices")
+        if not isinstance(choices, list):
+            return
+        for raw_choice in choices:
+            if not isinstance(raw_choice, dict):
+                continue
+            index = _int(raw_choice.get("index"))
+            acc = self._choice(index if index is not None else 0)
+            message = raw_choice.get("message")
+            if isinstance(message, dict):
+                self._feed_delta(acc, message)
+            elif isinstance(raw_choice.get("text"), str):
+                acc.content.append(raw_choice["text"])
+            finish = raw_choice.get("finish_reason")
+            if isinstance(finish, str) and finish:
+                acc.finish_reason = finish
+                self.saw_finish = True

@@ -1,0 +1,52 @@
+"""What is never stored: credentials. Keys become short fingerprints; secret query values are redacted."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+# Header names that carry credentials (lower case). Their values are never stored.
+KEY_HEADERS = ("authorization", "api-key", "x-api-key", "x-goog-api-key", "proxy-authorization")
+_SECRET_PARAM = re.compile(r"(key|token|secret|sig|signature|password|auth|credential)", re.IGNORECASE)
+REDACTED = "REDACTED"
+
+
+def fingerprint(secret: str) -> str:
+    """A short, stable, non-reversible id for an API key: the first 12 hex digits of its SHA-256."""
+    return "sha256:" + hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()[:12]
+
+
+def _bearer(value: str) -> str:
+    scheme, _, rest = value.strip().partition(" ")
+    return rest.strip() if rest and scheme.lower() in ("bearer", "basic", "token") else value.strip()
+
+
+def api_key_fingerprint(
+    headers: Mapping[str, str], query: Iterable[tuple[str, str]] | Mapping[str, str] = ()
+) -> str | None:
+    """The fingerprint of the first credential found in the request's headers or query string."""
+    for name in KEY_HEADERS[:4]:
+        value = headers.get(name)
+        if value:
+            key = _bearer(value) if name == "authorization" else value.strip()
+            if key:
+                return fingerprint(key)
+    items = query.items() if isinstance(query, Mapping) else query
+    for name, value in items:
+        if value and _SECRET_PARAM.search(name):
+            return fingerprint(value)
+    return None
+
+
+def redact_url(url: str) -> str:
+    """The URL with user info dropped and the values of secret-looking query parameters replaced."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_SECRET_PARAM.search(k) for k, _ in pairs):
+            query = urlencode([(k, REDACTED if _SECRET_PARAM.search(k) else v) for k, v in pairs])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
