@@ -80,7 +80,7 @@ class StreamtapAddon:
         self.recorder: Any = None
         self._metrics_server: Any = None
         self._taps: dict[str, StreamTap] = {}
-        self._db_url: str | None = None
+        self._running = False
         self.instance = ""
 
     # -- options ---------------------------------------------------------------------------------------
@@ -115,28 +115,54 @@ class StreamtapAddon:
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
-        if "streamtap_instance" in updated or "listen_port" in updated or not self.instance:
-            listen_port = getattr(opts, "listen_port", None) or 8080
-            self.instance = opts.streamtap_instance or f"{socket.gethostname()}:{listen_port}"
-        if self.metrics is None or "streamtap_max_models" in updated:
-            if self.metrics is None:
-                self.metrics = build_metrics(self.registry, max_models=opts.streamtap_max_models)
-        if "streamtap_metrics_port" in updated or "streamtap_metrics_host" in updated:
-            self._stop_metrics_server()
-            if opts.streamtap_metrics_port:
-                try:
-                    self._metrics_server = serve(
-                        self.registry, host=opts.streamtap_metrics_host, port=opts.streamtap_metrics_port
-                    )
-                except StreamtapError as e:
-                    raise exceptions.OptionsError(str(e)) from e
-        if "streamtap_db" in updated or "streamtap_queue_size" in updated or "streamtap_keep_events" in updated:
-            self._start_recorder(opts.streamtap_db, opts.streamtap_queue_size, opts.streamtap_keep_events)
+        if "streamtap_db" in updated:
+            from .db.engine import make_engine
 
-    def _start_recorder(self, url: str, queue_size: int, keep_events: bool) -> None:
+            try:
+                make_engine(opts.streamtap_db).dispose()  # validates the URL; does not connect
+            except StreamtapError as e:
+                raise exceptions.OptionsError(f"streamtap_db: {e}") from e
+        for name in ("streamtap_max_models", "streamtap_queue_size", "streamtap_metrics_port"):
+            if name in updated and getattr(opts, name) < 0:
+                raise exceptions.OptionsError(f"{name} must not be negative")
+        if not self._running:
+            return  # everything starts in running(), once all options are set
+        if updated & {"streamtap_metrics_port", "streamtap_metrics_host"}:
+            self._start_metrics_server()
+        if updated & {"streamtap_db", "streamtap_queue_size", "streamtap_keep_events", "streamtap_instance"}:
+            self._start_recorder()
+
+    def running(self) -> None:
+        """The proxy is up and every option is set: open the database and the metrics endpoint."""
+        opts = ctx.options
+        self._running = True
+        self.metrics = build_metrics(self.registry, max_models=opts.streamtap_max_models)
+        try:
+            self._start_metrics_server()
+            self._start_recorder()
+        except exceptions.OptionsError as e:
+            # logged as an error during start-up, mitmproxy's errorcheck exits with status 1
+            log.error(str(e))
+
+    def _start_metrics_server(self) -> None:
+        opts = ctx.options
+        self._stop_metrics_server()
+        if opts.streamtap_metrics_port:
+            try:
+                self._metrics_server = serve(
+                    self.registry, host=opts.streamtap_metrics_host, port=opts.streamtap_metrics_port
+                )
+            except StreamtapError as e:
+                raise exceptions.OptionsError(f"streamtap: {e}") from e
+
+    def _start_recorder(self) -> None:
         from .db.engine import make_engine, upgrade
         from .recorder import Recorder, mark_interrupted
 
+        opts = ctx.options
+        url, queue_size, keep_events = opts.streamtap_db, opts.streamtap_queue_size, opts.streamtap_keep_events
+        listen_port = getattr(opts, "listen_port", None) or 8080
+        self.instance = opts.streamtap_instance or f"{socket.gethostname()}:{listen_port}"
         try:
             engine = make_engine(url)
             upgrade(engine)
@@ -156,7 +182,6 @@ class StreamtapAddon:
         )
         metrics.bind_recorder(lambda: self.recorder.depth if self.recorder is not None else 0)
         self.recorder.start()
-        self._db_url = url
         log.info("streamtap: recording to %s as %s", _safe_url(url), self.instance)
 
     # -- flow hooks ------------------------------------------------------------------------------------
