@@ -302,15 +302,9 @@ class StreamtapAddon:
             self.metrics.tap_error()
 
     def _stop_metrics_server(self) -> None:
-        server = self._metrics_server
-        self._metrics_server = None
-        if server is None:
-            return
-        httpd = server[0] if isinstance(server, tuple) else server
-        shutdown = getattr(httpd, "shutdown", None)
-        if shutdown is not None:
-            shutdown()
-            httpd.server_close()
+        server, self._metrics_server = self._metrics_server, None
+        if server is not None:
+            server.close()
 
 
 def _safe_url(url: str) -> str:
