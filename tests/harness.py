@@ -10,11 +10,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 
-T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("STREAMTAP_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -25,7 +23,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, what: str = "") -> T:
+def wait_for[T](
+    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, what: str = ""
+) -> T:
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
     while time.monotonic() < deadline:
@@ -37,7 +37,9 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
         if value:
             return value
         time.sleep(interval)
-    raise TimeoutError(f"timed out waiting for {what or predicate}" + (f" (last error: {last_exc})" if last_exc else ""))
+    raise TimeoutError(
+        f"timed out waiting for {what or predicate}" + (f" (last error: {last_exc})" if last_exc else "")
+    )
 
 
 def port_open(port: int) -> bool:
@@ -49,14 +51,34 @@ def port_open(port: int) -> bool:
 class ProxyProcess:
     """`streamtap proxy` in its own process, bound to 127.0.0.1 on free ports."""
 
-    def __init__(self, db_url: str, workdir: Path, *, upstream: str | None = None, mode: str = "reverse",
-                 extra: list[str] | None = None, metrics: bool = True) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        workdir: Path,
+        *,
+        upstream: str | None = None,
+        mode: str = "reverse",
+        extra: list[str] | None = None,
+        metrics: bool = True,
+    ) -> None:
         self.db_url = db_url
         self.port = free_port()
         self.metrics_port = free_port() if metrics else 0
         self.workdir = workdir
-        args = [sys.executable, "-m", "streamtap", "proxy", "--mode", mode, "--listen-port", str(self.port),
-                "--db", db_url, "--metrics-port", str(self.metrics_port)]
+        args = [
+            sys.executable,
+            "-m",
+            "streamtap",
+            "proxy",
+            "--mode",
+            mode,
+            "--listen-port",
+            str(self.port),
+            "--db",
+            db_url,
+            "--metrics-port",
+            str(self.metrics_port),
+        ]
         if upstream:
             args += ["--upstream", upstream]
         args += extra or []
@@ -77,8 +99,9 @@ class ProxyProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("HTTPS_PROXY", None)
         env.pop("HTTP_PROXY", None)
-        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir,
-                                     env=env)
+        self.proc = subprocess.Popen(
+            self.args, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir, env=env
+        )
 
         def up() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
@@ -152,5 +175,11 @@ def require_pg() -> None:
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streamtap", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    return subprocess.run(
+        [sys.executable, "-m", "streamtap", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )

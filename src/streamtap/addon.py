@@ -86,30 +86,45 @@ class StreamtapAddon:
     # -- options ---------------------------------------------------------------------------------------
     def load(self, loader: Any) -> None:
         loader.add_option(
-            "streamtap_db", str, "sqlite:///streamtap.db",
+            "streamtap_db",
+            str,
+            "sqlite:///streamtap.db",
             "SQLAlchemy URL of the database streams are recorded to (sqlite:///file.db, postgresql+psycopg://...).",
         )
         loader.add_option(
-            "streamtap_metrics_port", int, 9464,
+            "streamtap_metrics_port",
+            int,
+            9464,
             "Port of the Prometheus /metrics endpoint; 0 turns it off.",
         )
         loader.add_option(
-            "streamtap_metrics_host", str, "127.0.0.1", "Address the /metrics endpoint binds to.",
+            "streamtap_metrics_host",
+            str,
+            "127.0.0.1",
+            "Address the /metrics endpoint binds to.",
         )
         loader.add_option(
-            "streamtap_instance", str, "",
+            "streamtap_instance",
+            str,
+            "",
             "Name of this proxy in the shared store (default: hostname:listen_port).",
         )
         loader.add_option(
-            "streamtap_max_models", int, 50,
+            "streamtap_max_models",
+            int,
+            50,
             "Distinct values the metrics' model label takes before further models count as 'other'.",
         )
         loader.add_option(
-            "streamtap_queue_size", int, 10_000,
+            "streamtap_queue_size",
+            int,
+            10_000,
             "Finished streams the recorder holds before it drops the oldest (counted).",
         )
         loader.add_option(
-            "streamtap_keep_events", bool, True,
+            "streamtap_keep_events",
+            bool,
+            True,
             "Store one row per SSE event; off keeps per-stream timings only, for very high volume.",
         )
 
@@ -160,7 +175,11 @@ class StreamtapAddon:
         from .recorder import Recorder, mark_interrupted
 
         opts = ctx.options
-        url, queue_size, keep_events = opts.streamtap_db, opts.streamtap_queue_size, opts.streamtap_keep_events
+        url, queue_size, keep_events = (
+            opts.streamtap_db,
+            opts.streamtap_queue_size,
+            opts.streamtap_keep_events,
+        )
         listen_port = getattr(opts, "listen_port", None) or 8080
         self.instance = opts.streamtap_instance or f"{socket.gethostname()}:{listen_port}"
         try:
@@ -249,8 +268,12 @@ class StreamtapAddon:
         for flow_id, tap in list(self._taps.items()):
             self._taps.pop(flow_id, None)
             try:
-                self._finish(tap, tap.finish(time.monotonic(), disconnect=Outcome.CLIENT_DISCONNECT,
-                                             reason="proxy shut down"))
+                self._finish(
+                    tap,
+                    tap.finish(
+                        time.monotonic(), disconnect=Outcome.CLIENT_DISCONNECT, reason="proxy shut down"
+                    ),
+                )
             except Exception:
                 self._count_tap_error("at shutdown")
         if self.recorder is not None:

@@ -121,7 +121,7 @@ def error_text(obj: object) -> str:
 
 
 class ChatInterpreter:
-    """Feeds on SSE items of one chat-completion stream; `choices()`, `usage`, `model`, `error` at any time."""
+    """Feeds on the SSE items of one chat-completion stream; results are readable at any time."""
 
     def __init__(self) -> None:
         self._choices: dict[int, _ChoiceAcc] = {}

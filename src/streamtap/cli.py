@@ -72,7 +72,10 @@ class _Group(click.Group):
 
 
 db_option = click.option(
-    "--db", default=DEFAULT_DB, show_default=True, envvar="STREAMTAP_DB",
+    "--db",
+    default=DEFAULT_DB,
+    show_default=True,
+    envvar="STREAMTAP_DB",
     help="SQLAlchemy database URL (sqlite:///file.db or postgresql+psycopg://user@host/db).",
 )
 
@@ -85,24 +88,53 @@ def main() -> None:
 
 @main.command()
 @click.option("--upstream", help="Upstream API base URL for reverse mode, e.g. https://api.openai.com.")
-@click.option("--mode", type=click.Choice(["reverse", "regular"]), default="reverse", show_default=True,
-              help="reverse: clients set base_url to the proxy; regular: clients set HTTPS_PROXY.")
+@click.option(
+    "--mode",
+    type=click.Choice(["reverse", "regular"]),
+    default="reverse",
+    show_default=True,
+    help="reverse: clients set base_url to the proxy; regular: clients set HTTPS_PROXY.",
+)
 @click.option("--listen-host", default="127.0.0.1", show_default=True)
 @click.option("--listen-port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 @db_option
-@click.option("--metrics-port", default=9464, show_default=True, type=click.IntRange(0, 65535),
-              help="Prometheus /metrics port (0: off).")
+@click.option(
+    "--metrics-port",
+    default=9464,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Prometheus /metrics port (0: off).",
+)
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
 @click.option("--instance", default="", help="Name of this proxy in a shared store [default: host:port].")
-@click.option("--keep-events/--no-keep-events", default=True, show_default=True,
-              help="Store one row per event (off: per-stream timings only).")
-@click.option("--max-models", default=50, show_default=True, type=click.IntRange(1, 10_000),
-              help="Distinct model label values in the metrics before 'other'.")
+@click.option(
+    "--keep-events/--no-keep-events",
+    default=True,
+    show_default=True,
+    help="Store one row per event (off: per-stream timings only).",
+)
+@click.option(
+    "--max-models",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Distinct model label values in the metrics before 'other'.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Do not print a line per request.")
 @click.option("--set", "extra", multiple=True, metavar="OPTION=VALUE", help="Any other mitmproxy option.")
 def proxy(
-    upstream: str | None, mode: str, listen_host: str, listen_port: int, db: str, metrics_port: int,
-    metrics_host: str, instance: str, keep_events: bool, max_models: int, quiet: bool, extra: tuple[str, ...],
+    upstream: str | None,
+    mode: str,
+    listen_host: str,
+    listen_port: int,
+    db: str,
+    metrics_port: int,
+    metrics_host: str,
+    instance: str,
+    keep_events: bool,
+    max_models: int,
+    quiet: bool,
+    extra: tuple[str, ...],
 ) -> None:
     """Run the recording proxy (mitmproxy with the streamtap addon)."""
     from .db.engine import make_engine, upgrade
@@ -137,8 +169,17 @@ def proxy(
         + (f"; metrics on http://{metrics_host}:{metrics_port}/metrics" if metrics_port else ""),
         err=True,
     )
-    sys.exit(run_proxy(mode=mode, upstream=upstream, listen_host=listen_host, listen_port=listen_port,
-                       options=options, quiet=quiet, extra=list(extra)))
+    sys.exit(
+        run_proxy(
+            mode=mode,
+            upstream=upstream,
+            listen_host=listen_host,
+            listen_port=listen_port,
+            options=options,
+            quiet=quiet,
+            extra=list(extra),
+        )
+    )
 
 
 @main.group()
@@ -185,8 +226,14 @@ def stats(db: str, since: str | None, as_json: bool) -> None:
 @click.option("--last", type=click.IntRange(min=1), help="The N most recent exchanges [default: 10].")
 @click.option("--id", "ids", multiple=True, help="One exchange by id (or unique prefix); repeatable.")
 @click.option("--since", help="Exchanges started within this duration.")
-@click.option("--format", "fmt", type=click.Choice(["json", "sse"]), default="json", show_default=True,
-              help="json: an array with events; sse: the stream bytes as received.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "sse"]),
+    default="json",
+    show_default=True,
+    help="json: an array with events; sse: the stream bytes as received.",
+)
 def export(db: str, last: int | None, ids: tuple[str, ...], since: str | None, fmt: str) -> None:
     """Print recorded exchanges, newest first."""
     from . import read
@@ -212,9 +259,13 @@ def export(db: str, last: int | None, ids: tuple[str, ...], since: str | None, f
 @main.command("mock-upstream")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--profile", default="default", show_default=True,
-              type=click.Choice(["default", "fast", "instant", "slow", "demo"]),
-              help="Latency profile (TTFT and gap distributions).")
+@click.option(
+    "--profile",
+    default="default",
+    show_default=True,
+    type=click.Choice(["default", "fast", "instant", "slow", "demo"]),
+    help="Latency profile (TTFT and gap distributions).",
+)
 def mock_upstream(host: str, port: int, profile: str) -> None:
     """A simulated OpenAI-compatible provider that streams realistic chat completions."""
     from .mock_upstream import run
@@ -245,8 +296,16 @@ def dashboard(db: str, host: str, port: int) -> None:
 @click.option("--requests", "initial", default=60, show_default=True, help="Requests in the first burst.")
 @click.option("--no-dashboard", is_flag=True, help="Skip the dashboard (headless demo).")
 @click.option("--duration", help="Stop after this long (default: until Ctrl-C).")
-def demo(db: str, listen_port: int, metrics_port: int, dashboard_port: int, upstream_port: int,
-         initial: int, no_dashboard: bool, duration: str | None) -> None:
+def demo(
+    db: str,
+    listen_port: int,
+    metrics_port: int,
+    dashboard_port: int,
+    upstream_port: int,
+    initial: int,
+    no_dashboard: bool,
+    duration: str | None,
+) -> None:
     """Everything at once: simulated provider, proxy, metrics, dashboard and live traffic."""
     from .demo import run_demo
 
@@ -254,9 +313,17 @@ def demo(db: str, listen_port: int, metrics_port: int, dashboard_port: int, upst
         check_port_free("127.0.0.1", port, what)
     if not no_dashboard:
         check_port_free("127.0.0.1", dashboard_port, "dashboard")
-    sys.exit(run_demo(db=db, listen_port=listen_port, metrics_port=metrics_port,
-                      dashboard_port=None if no_dashboard else dashboard_port, upstream_port=upstream_port,
-                      initial=initial, duration=parse_duration(duration) if duration else None))
+    sys.exit(
+        run_demo(
+            db=db,
+            listen_port=listen_port,
+            metrics_port=metrics_port,
+            dashboard_port=None if no_dashboard else dashboard_port,
+            upstream_port=upstream_port,
+            initial=initial,
+            duration=parse_duration(duration) if duration else None,
+        )
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,9 +23,22 @@ TRAFFIC: list[tuple[str, int, dict[str, Any]]] = [
     ("gpt-mock-mini", 20, {"max_tokens": 24}),
     ("mock-reasoner", 15, {}),
     ("gpt-mock-default", 20, {}),
-    ("gpt-mock-fast", 6, {"tools": [{"type": "function", "function": {
-        "name": "get_weather", "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]}),
+    (
+        "gpt-mock-fast",
+        6,
+        {
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "get_weather",
+                        "description": "Weather for a city",
+                        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                    },
+                }
+            ]
+        },
+    ),
     ("mock-fault-error-event", 2, {}),
     ("mock-fault-disconnect", 2, {}),
     ("mock-fault-http-429", 2, {}),
@@ -46,14 +59,21 @@ def _one_request(base_url: str, rng: random.Random, stop: threading.Event) -> No
     model, _, extras = rng.choices(TRAFFIC, weights=[w for _, w, _ in TRAFFIC])[0]
     prompt = rng.choice(PROMPTS)
     stream = rng.random() < 0.9
-    with openai.OpenAI(base_url=base_url, api_key="sk-demo-" + rng.choice("abc"), max_retries=0, timeout=60) as c:
+    with openai.OpenAI(
+        base_url=base_url, api_key="sk-demo-" + rng.choice("abc"), max_retries=0, timeout=60
+    ) as c:
         try:
             if not stream:
-                c.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}], **extras)
+                c.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": prompt}], **extras
+                )
                 return
             chunks = c.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": prompt}], stream=True,
-                stream_options={"include_usage": True}, **extras,
+                model=model,
+                messages=[{"role": "user", "content": prompt}],
+                stream=True,
+                stream_options={"include_usage": True},
+                **extras,
             )
             for i, _chunk in enumerate(chunks):
                 if stop.is_set():
@@ -68,7 +88,9 @@ def _one_request(base_url: str, rng: random.Random, stop: threading.Event) -> No
 def _traffic(base_url: str, initial: int, stop: threading.Event) -> None:
     rng = random.Random(42)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        for f in [pool.submit(_one_request, base_url, random.Random(rng.random()), stop) for _ in range(initial)]:
+        for f in [
+            pool.submit(_one_request, base_url, random.Random(rng.random()), stop) for _ in range(initial)
+        ]:
             if stop.is_set():
                 break
             f.result()
@@ -77,8 +99,14 @@ def _traffic(base_url: str, initial: int, stop: threading.Event) -> None:
 
 
 def run_demo(
-    *, db: str, listen_port: int, metrics_port: int, dashboard_port: int | None, upstream_port: int,
-    initial: int, duration: timedelta | None,
+    *,
+    db: str,
+    listen_port: int,
+    metrics_port: int,
+    dashboard_port: int | None,
+    upstream_port: int,
+    initial: int,
+    duration: timedelta | None,
 ) -> int:
     from .launch import start_dashboard
     from .mock_upstream import MockUpstream
@@ -91,10 +119,25 @@ def run_demo(
     mock = MockUpstream(port=upstream_port, profile="demo")
     mock.start()
     proxy = subprocess.Popen(
-        [sys.executable, "-m", "streamtap", "proxy", "--upstream", mock.url, "--db", db, "--listen-port",
-         str(listen_port), "--metrics-port", str(metrics_port), "--quiet"],
+        [
+            sys.executable,
+            "-m",
+            "streamtap",
+            "proxy",
+            "--upstream",
+            mock.url,
+            "--db",
+            db,
+            "--listen-port",
+            str(listen_port),
+            "--metrics-port",
+            str(metrics_port),
+            "--quiet",
+        ],
     )
-    dashboard = start_dashboard(db=db, host="127.0.0.1", port=dashboard_port, quiet=True) if dashboard_port else None
+    dashboard = (
+        start_dashboard(db=db, host="127.0.0.1", port=dashboard_port, quiet=True) if dashboard_port else None
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     base_url = f"http://127.0.0.1:{listen_port}/v1"
@@ -110,7 +153,8 @@ def run_demo(
             f"  curl -N {base_url}/chat/completions -H 'content-type: application/json' "
             """-d '{"model":"gpt-mock-fast","stream":true,"messages":[{"role":"user","content":"hi"}]}'\n"""
             f"""  python -c "import openai; c=openai.OpenAI(base_url='{base_url}', api_key='x'); """
-            """print(c.chat.completions.create(model='gpt-mock-fast', messages=[{'role':'user','content':'hi'}]).choices[0].message.content)"\n"""
+            """print(c.chat.completions.create(model='gpt-mock-fast', """
+            """messages=[{'role':'user','content':'hi'}]).choices[0].message.content)"\n"""
             "\nthen: streamtap stats --db " + db + "   |   streamtap export --db " + db + " --last 1\n",
             err=True,
         )

@@ -14,15 +14,28 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
 def dashboard_command(*, db: str, host: str, port: int) -> list[str]:
     if not DASHBOARD.exists():
-        raise ConfigError(f"dashboard not found at {DASHBOARD} (install streamtap from its repository with -e)")
+        raise ConfigError(
+            f"dashboard not found at {DASHBOARD} (install streamtap from its repository with -e)"
+        )
     return [
-        sys.executable, "-m", "streamlit", "run", str(DASHBOARD),
-        "--server.address", host,
-        "--server.port", str(port),
-        "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
-        "--global.developmentMode", "false",
-        "--", "--db", db,
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(DASHBOARD),
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--global.developmentMode",
+        "false",
+        "--",
+        "--db",
+        db,
     ]
 
 

@@ -17,15 +17,25 @@ class _StreamtapMaster(dump.DumpMaster):
 
 
 def mitmdump_args(
-    *, mode: str, upstream: str | None, listen_host: str, listen_port: int, options: dict[str, Any],
-    quiet: bool = False, extra: list[str] | None = None,
+    *,
+    mode: str,
+    upstream: str | None,
+    listen_host: str,
+    listen_port: int,
+    options: dict[str, Any],
+    quiet: bool = False,
+    extra: list[str] | None = None,
 ) -> list[str]:
     args = [
-        "--mode", f"reverse:{upstream}" if mode == "reverse" else "regular",
-        "--listen-host", listen_host,
-        "--listen-port", str(listen_port),
+        "--mode",
+        f"reverse:{upstream}" if mode == "reverse" else "regular",
+        "--listen-host",
+        listen_host,
+        "--listen-port",
+        str(listen_port),
         # the body a client receives is the body the upstream sent, compressed or not
-        "--set", "anticomp=false",
+        "--set",
+        "anticomp=false",
     ]
     if quiet:
         args.append("--quiet")

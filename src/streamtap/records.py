@@ -6,6 +6,7 @@ These are the contract between the pure parsing stages, the storage layer, the e
 from __future__ import annotations
 
 import enum
+import itertools
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -147,4 +148,4 @@ class StreamRecord:
     def gaps_ms(self) -> list[float]:
         """Gaps between consecutive token-carrying events (what the gap histogram samples)."""
         times = [e.t_ms for e in self.events if e.tokens]
-        return [b - a for a, b in zip(times, times[1:], strict=False)]
+        return [b - a for a, b in itertools.pairwise(times)]

@@ -145,12 +145,11 @@ class StreamTap:
     def _items(self, items: list[SSEItem], now: float) -> None:
         events = self._events
         for item in items:
-            if item.kind is ItemKind.PADDING:
-                # blank lines after the last event belong to it (or, alone, are all the body had)
-                if events:
-                    last = events[-1]
-                    events[-1] = dataclasses.replace(last, raw=last.raw + item.raw)
-                    continue
+            if item.kind is ItemKind.PADDING and events:
+                # blank lines after the last event belong to it (alone, they are all the body had)
+                last = events[-1]
+                events[-1] = dataclasses.replace(last, raw=last.raw + item.raw)
+                continue
             meaning = self.chat.feed(item)
             t_ms = _ms(now, self.t0)
             gap = None if self._last_t is None else (now - self._last_t) * 1000.0
@@ -173,7 +172,9 @@ class StreamTap:
             )
 
     # -- the end -------------------------------------------------------------------------------------
-    def finish(self, now: float, *, disconnect: Outcome | None = None, reason: str | None = None) -> StreamRecord:
+    def finish(
+        self, now: float, *, disconnect: Outcome | None = None, reason: str | None = None
+    ) -> StreamRecord:
         """Build the record. `disconnect` and `reason` come from mitmproxy's error hook, if it fired."""
         if self._decoder is not None:
             try:
