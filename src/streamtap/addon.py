@@ -174,6 +174,7 @@ class StreamtapAddon:
         from .db.engine import make_engine, upgrade
         from .recorder import Recorder, mark_interrupted
 
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # mitmproxy sets the root logger to DEBUG
         opts = ctx.options
         url, queue_size, keep_events = (
             opts.streamtap_db,
