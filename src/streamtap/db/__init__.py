@@ -1,0 +1,6 @@
+"""Storage: ORM models, the engine factory and the Alembic migration runner."""
+
+from .engine import DEFAULT_DB_URL, check_schema, make_engine, upgrade
+from .models import Base, Stream, StreamEvent
+
+__all__ = ["DEFAULT_DB_URL", "Base", "Stream", "StreamEvent", "check_schema", "make_engine", "upgrade"]

@@ -1,0 +1,178 @@
+"""The engine factory and the Alembic migration runner.
+
+Alembic is the only source of the schema: `upgrade()` runs `upgrade head` on the database; read-only commands
+call `check_schema()`, which never creates or changes anything.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from ..errors import ConfigError, DatabaseError, NotOurDatabaseError
+
+DEFAULT_DB_URL = "sqlite:///streamtap.db"
+
+# The package is installed editable from src/, so the repository root is three levels above this package.
+MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
+
+VERSION_TABLE = "alembic_version"
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine for a SQLite or PostgreSQL URL (`postgresql://` means psycopg 3).
+
+    SQLite connections get WAL, a 5 s busy timeout, foreign keys and synchronous=NORMAL; the database's parent
+    directory is created when the first connection is opened, so merely building an engine touches nothing.
+    PostgreSQL connections are pinged before use, so a restarted server costs no failed write.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as e:
+        raise ConfigError(f"bad database URL {url!r}: expected sqlite:///PATH or postgresql://...") from e
+    backend = parsed.get_backend_name()
+    if backend == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(f"bad database URL {_show(parsed)}: only sqlite and postgresql are supported")
+    kwargs: dict[str, Any] = {
+        # JSON columns keep non-ASCII text readable in the database.
+        "json_serializer": lambda obj: json.dumps(obj, ensure_ascii=False),
+    }
+    if backend == "postgresql":
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = sa.create_engine(parsed, **kwargs)
+    except (sa.exc.ArgumentError, ImportError) as e:
+        raise ConfigError(f"bad database URL {_show(parsed)}: {e}") from e
+    if backend == "sqlite":
+        sa.event.listen(engine, "do_connect", _sqlite_make_parent)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_make_parent(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> None:
+    path = _sqlite_path(cargs[0] if cargs else None)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, conn_rec: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    try:
+        # First, so that switching to WAL also waits for a lock held elsewhere.
+        cursor.execute("PRAGMA busy_timeout=5000")
+        # WAL lets the dashboard and the CLI read while the recorder writes; NORMAL is durable in WAL mode
+        # except for the last transactions on power loss (https://www.sqlite.org/pragma.html#pragma_synchronous).
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_path(db: str | None) -> Path | None:
+    """The file of a SQLite database, or None for an in-memory or URI-named one."""
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db).expanduser()
+
+
+def _show(url: sa.URL) -> str:
+    if url.get_backend_name() == "sqlite":
+        return url.database or ":memory:"
+    return url.render_as_string(hide_password=True)
+
+
+def _reason(e: BaseException) -> str:
+    orig = getattr(e, "orig", None) or e
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
+
+
+def _alembic_config() -> Config:
+    if not (MIGRATIONS_DIR / "env.py").is_file():
+        raise DatabaseError(
+            f"the migrations are missing ({MIGRATIONS_DIR}): "
+            "install streamtap from its source tree (pip install -e)"
+        )
+    # No ini file: env.py then leaves the application's logging configuration alone.
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def _connect(engine: sa.Engine) -> sa.Connection:
+    try:
+        return engine.connect()
+    except sa.exc.DBAPIError as e:
+        raise DatabaseError(f"cannot open database {_show(engine.url)}: {_reason(e)}") from e
+
+
+def _current_revision(conn: sa.Connection, script: ScriptDirectory, shown: str) -> str | None:
+    """The database's schema revision; None for an empty database. Raises for a database not ours."""
+    tables = sorted(sa.inspect(conn).get_table_names())
+    revision = MigrationContext.configure(conn).get_current_revision() if VERSION_TABLE in tables else None
+    if revision is None:
+        if any(t != VERSION_TABLE for t in tables):
+            raise NotOurDatabaseError(
+                f"{shown} is not a streamtap database (it has tables: {', '.join(tables)})"
+            )
+        return None
+    known = {script_rev.revision for script_rev in script.walk_revisions()}
+    if revision not in known:
+        raise NotOurDatabaseError(
+            f"{shown} is not a streamtap database this version knows "
+            f"(schema revision {revision!r} is unknown: written by a newer streamtap?)"
+        )
+    return revision
+
+
+def upgrade(engine_or_url: sa.Engine | str) -> None:
+    """Create or migrate the schema to the newest revision (Alembic `upgrade head`)."""
+    engine = make_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
+    try:
+        cfg = _alembic_config()
+        script = ScriptDirectory.from_config(cfg)
+        shown = _show(engine.url)
+        with _connect(engine) as conn:
+            try:
+                with conn.begin():
+                    _current_revision(conn, script, shown)
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+            except sa.exc.DBAPIError as e:
+                raise DatabaseError(f"cannot upgrade database {shown}: {_reason(e)}") from e
+    finally:
+        if engine is not engine_or_url:
+            engine.dispose()
+
+
+def check_schema(engine: sa.Engine) -> None:
+    """For read-only commands: the database exists, is streamtap's, and is migrated. Changes nothing."""
+    shown = _show(engine.url)
+    if engine.url.get_backend_name() == "sqlite":
+        path = _sqlite_path(engine.url.database)
+        if path is not None and not path.is_file():
+            raise DatabaseError(f"no database at {path}")
+    script = ScriptDirectory.from_config(_alembic_config())
+    with _connect(engine) as conn:
+        try:
+            revision = _current_revision(conn, script, shown)
+        except sa.exc.DBAPIError as e:
+            raise DatabaseError(f"cannot read database {shown}: {_reason(e)}") from e
+    if revision is None:
+        raise DatabaseError(f"{shown} has no streamtap schema yet: run `streamtap db upgrade`")
+    heads = script.get_heads()
+    if revision not in heads:
+        raise DatabaseError(
+            f"{shown} has an older schema (revision {revision}, current {', '.join(heads)}): "
+            "run `streamtap db upgrade`"
+        )

@@ -1,0 +1,244 @@
+"""The read side, shared by the CLI, the exporter and the dashboard: functions that take a Session.
+
+Aggregations run in SQL that SQLite and PostgreSQL both accept (window functions, no percentile_cont).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from .db.models import Stream, StreamEvent
+from .errors import NotFoundError
+from .records import Choice, EventKind, EventRecord, Outcome, StreamRecord, ToolCall, Usage
+from .sse import ItemKind, decode_all
+
+PERCENTILES = (50, 90, 99)
+MIN_PREFIX = 6
+_CHUNK = 500  # ids per IN (...) when loading events
+
+
+def get_streams(
+    session: Session,
+    *,
+    last: int | None = None,
+    ids: Sequence[str] | None = None,
+    since: datetime | None = None,
+    with_events: bool = True,
+) -> list[StreamRecord]:
+    """Recorded streams, newest first: the `last` N, those in `ids`, those started at or after `since`.
+
+    Filters combine; unknown ids are left out. A naive `since` is taken as UTC.
+    """
+    stmt = sa.select(Stream).order_by(Stream.started_at.desc(), Stream.id.desc())
+    if ids is not None:
+        stmt = stmt.where(Stream.id.in_(list(ids)))
+    if since is not None:
+        stmt = stmt.where(Stream.started_at >= _aware(since))
+    if last is not None:
+        stmt = stmt.limit(last)
+    rows = session.scalars(stmt).all()
+    events = _load_events(session, [r.id for r in rows]) if with_events else {}
+    return [_to_record(row, events.get(row.id, ())) for row in rows]
+
+
+def get_stream(session: Session, id: str, *, with_events: bool = True) -> StreamRecord:
+    """One stream by id, or by a prefix of at least 6 characters that matches only it."""
+    wanted = id.strip().lower()
+    recs = get_streams(session, ids=[wanted], with_events=with_events)
+    if recs:
+        return recs[0]
+    if len(wanted) >= MIN_PREFIX and all(c in string.hexdigits for c in wanted):
+        matches = session.scalars(sa.select(Stream.id).where(Stream.id.like(wanted + "%")).limit(3)).all()
+        if len(matches) == 1:
+            return get_streams(session, ids=matches, with_events=with_events)[0]
+        if matches:
+            raise NotFoundError(f"no single stream with id {id}: the prefix matches {', '.join(matches)}...")
+    raise NotFoundError(f"no stream with id {id}")
+
+
+def event_data(raw: bytes) -> str | None:
+    """An event's text, derived from its exact bytes as the tap derived it when the event arrived.
+
+    An event gives its data, a comment its text, what is left at the end of a stream (an incomplete event)
+    the bytes decoded as UTF-8 with replacement; blank padding and empty bytes give None.
+    """
+    if not raw:
+        return None
+    items = decode_all(raw)
+    if len(items) == 1:
+        item = items[0]
+        if item.kind is ItemKind.PADDING:
+            return None
+        if item.kind is not ItemKind.INCOMPLETE:
+            return item.data
+    return raw.decode("utf-8", "replace")
+
+
+def stats(session: Session, *, since: datetime | None = None) -> dict[str, Any]:
+    """Counts and latency percentiles, overall and per model, for streams started at or after `since`.
+
+    Percentiles use the nearest-rank method: p50/p90/p99 is the sample at rank ceil(p/100 * n) of the n
+    sorted samples (so always a value that was observed); None when there are no samples. `gap_ms` samples
+    are the times between consecutive token-carrying events of a stream (`StreamRecord.gaps_ms`). The model
+    is the requested one, else the one the upstream reported, else "unknown".
+    """
+    where = [Stream.started_at >= _aware(since)] if since is not None else []
+    model = sa.func.coalesce(Stream.request_model, Stream.model, "unknown")
+
+    def samples(value: sa.ColumnElement[Any] | InstrumentedAttribute[Any]) -> sa.Select[Any]:
+        return sa.select(model.label("model"), value.label("v")).where(*where)
+
+    previous_token = sa.func.lag(StreamEvent.t_ms).over(
+        partition_by=StreamEvent.stream_id, order_by=StreamEvent.seq
+    )
+    sources = {
+        "ttft_ms": samples(Stream.ttft_ms).subquery(),
+        # The WHERE runs before the window: LAG sees only token-carrying events.
+        "gap_ms": samples(StreamEvent.t_ms - previous_token)
+        .select_from(StreamEvent)
+        .join(Stream, Stream.id == StreamEvent.stream_id)
+        .where(StreamEvent.tokens.is_(True))
+        .subquery(),
+        "duration_ms": samples(Stream.duration_ms).subquery(),
+    }
+
+    by_model: dict[str, dict[str, Any]] = {
+        name: {"count": n}
+        for name, n in session.execute(sa.select(model, sa.func.count()).where(*where).group_by(model))
+    }
+    out: dict[str, Any] = {"count": sum(m["count"] for m in by_model.values())}
+    for metric, source in sources.items():
+        out[metric] = _percentiles(session, source, by_model=False).get(None, _empty())
+        per_model = _percentiles(session, source, by_model=True)
+        for name, entry in by_model.items():
+            entry[metric] = per_model.get(name, _empty())
+    out["by_model"] = by_model
+    reason_rows = session.execute(
+        sa.select(Stream.finish_reason, sa.func.count()).where(*where).group_by(Stream.finish_reason)
+    )
+    out["finish_reasons"] = {reason if reason is not None else "none": n for reason, n in reason_rows}
+    outcome_rows = session.execute(
+        sa.select(Stream.outcome, sa.func.count()).where(*where).group_by(Stream.outcome)
+    )
+    out["outcomes"] = {outcome: n for outcome, n in outcome_rows}
+    return out
+
+
+def _empty() -> dict[str, float | None]:
+    return {f"p{p}": None for p in PERCENTILES}
+
+
+def _percentiles(
+    session: Session, source: sa.Subquery, *, by_model: bool
+) -> dict[str | None, dict[str, Any]]:
+    """Nearest-rank percentiles of `source.v`, per `source.model` or overall (key None)."""
+    partition = source.c.model if by_model else None
+    ranked = (
+        sa.select(
+            source.c.model if by_model else sa.null().label("model"),
+            source.c.v,
+            sa.func.row_number().over(partition_by=partition, order_by=source.c.v).label("rn"),
+            sa.func.count().over(partition_by=partition).label("n"),
+        )
+        .where(source.c.v.is_not(None))
+        .subquery()
+    )
+    # ceil(p * n / 100) in integer arithmetic, which both databases do exactly.
+    ranks = [(p * ranked.c.n + 99) // 100 for p in PERCENTILES]
+    rows = session.execute(
+        sa.select(ranked.c.model, ranked.c.rn, ranked.c.n, ranked.c.v).where(ranked.c.rn.in_(ranks))
+    )
+    out: dict[str | None, dict[str, Any]] = {}
+    for key, rn, n, v in rows:
+        entry = out.setdefault(key, _empty())
+        for p in PERCENTILES:
+            if rn == (p * n + 99) // 100:
+                entry[f"p{p}"] = float(v)
+    return out
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _load_events(session: Session, ids: list[str]) -> dict[str, tuple[EventRecord, ...]]:
+    e = StreamEvent
+    out: dict[str, list[EventRecord]] = {}
+    for start in range(0, len(ids), _CHUNK):
+        stmt = (
+            sa.select(e.stream_id, e.seq, e.t_ms, e.gap_ms, e.kind, e.event, e.tokens, e.raw)
+            .where(e.stream_id.in_(ids[start : start + _CHUNK]))
+            .order_by(e.stream_id, e.seq)
+        )
+        for stream_id, seq, t_ms, gap_ms, kind, event, tokens, raw in session.execute(stmt):
+            raw = bytes(raw)
+            out.setdefault(stream_id, []).append(
+                EventRecord(
+                    seq=seq,
+                    t_ms=t_ms,
+                    gap_ms=gap_ms,
+                    kind=EventKind(kind),
+                    data=event_data(raw),
+                    raw=raw,
+                    event=event,
+                    tokens=bool(tokens),
+                )
+            )
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def choice_from_dict(d: dict[str, Any]) -> Choice:
+    """The inverse of `export.choice_to_dict`: a choice as the `choices` column holds it."""
+    return Choice(
+        index=d["index"],
+        content=d.get("content"),
+        reasoning_content=d.get("reasoning_content"),
+        refusal=d.get("refusal"),
+        tool_calls=tuple(
+            ToolCall(
+                index=tc["index"], id=tc.get("id"), name=tc.get("name"), arguments=tc.get("arguments", "")
+            )
+            for tc in d.get("tool_calls", ())
+        ),
+        finish_reason=d.get("finish_reason"),
+    )
+
+
+def _to_record(row: Stream, events: tuple[EventRecord, ...]) -> StreamRecord:
+    tokens = (row.prompt_tokens, row.completion_tokens, row.total_tokens, row.reasoning_tokens)
+    usage = None if all(t is None for t in tokens) else Usage(*tokens)
+    return StreamRecord(
+        id=row.id,
+        started_at=row.started_at,
+        method=row.method,
+        url=row.url,
+        host=row.host,
+        path=row.path,
+        status_code=row.status_code,
+        stream=row.stream,
+        request_model=row.request_model,
+        model=row.model,
+        outcome=Outcome(row.outcome),
+        error=row.error,
+        ttfb_ms=row.ttfb_ms,
+        ttft_ms=row.ttft_ms,
+        ttfc_ms=row.ttfc_ms,
+        duration_ms=row.duration_ms,
+        usage=usage,
+        choices=tuple(choice_from_dict(c) for c in row.choices),
+        events=events,
+        api_key_fp=row.api_key_fp,
+        proxy_instance=row.proxy_instance,
+        api=row.api,
+        content_encoding=row.content_encoding,
+        request_body=row.request_body,
+        response_body=row.response_body,
+        tap_errors=row.tap_errors,
+        extra=dict(row.extra),
+    )

@@ -1,0 +1,433 @@
+"""The recorder: a bounded queue filled on mitmproxy's event loop, drained in batches by a writer thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .db.models import Stream, StreamEvent
+from .errors import DatabaseError
+from .export import choice_to_dict
+from .records import Outcome, StreamRecord, StreamStart
+
+log = logging.getLogger("streamtap.recorder")
+
+BACKOFF_START = 0.05
+BACKOFF_MAX = 5.0
+
+_streams = cast(sa.Table, Stream.__table__)
+_events = cast(sa.Table, StreamEvent.__table__)
+
+Item = tuple[StreamStart | StreamRecord, datetime]
+
+
+class _Poisoned(Exception):
+    """The database refused the data itself: retrying the same rows would fail forever."""
+
+
+class _Abandoned(Exception):
+    """close() ran out of time while the database was unavailable."""
+
+
+class Recorder:
+    """Writes stream starts and finished stream records to the database, off the caller's thread.
+
+    `submit_start()` and `submit()` never block on the database: they append to a bounded queue, and when the
+    queue is full the oldest item is dropped and counted. One writer thread takes up to `batch_max` items per
+    transaction (waiting up to `flush_interval` seconds for a batch to fill). When the database is locked,
+    gone or read-only, the writer keeps its batch and retries with exponential backoff (0.05 s doubling to
+    5 s) until it is back; rows the database rejects outright (bad data) are logged and dropped one by one.
+
+    `on_written(n)` is called on the writer thread after `n` stream records were committed; `on_dropped(n)`
+    when `n` items (starts or records) are lost for good: queue overflow, rejected by the database, submitted
+    after close(), or still unwritten when close() times out. The recorder does not dispose of the engine.
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        queue_size: int = 10_000,
+        batch_max: int = 500,
+        flush_interval: float = 0.05,
+        keep_events: bool = True,
+        on_written: Callable[[int], None] | None = None,
+        on_dropped: Callable[[int], None] | None = None,
+    ) -> None:
+        if queue_size < 1 or batch_max < 1:
+            raise ValueError("queue_size and batch_max must be at least 1")
+        self._engine = engine
+        self._queue_size = queue_size
+        self._batch_max = batch_max
+        self._flush_interval = flush_interval
+        self._keep_events = keep_events
+        self._on_written = on_written
+        self._on_dropped = on_dropped
+        self._queue: deque[Item] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._closing = False
+        self._abandon = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._written = 0
+        self._dropped = 0
+        self._start_stmt, self._upsert_stmt = _statements(engine.dialect.name)
+
+    @property
+    def depth(self) -> int:
+        """Items waiting in the queue (not counting the batch the writer holds)."""
+        return len(self._queue)
+
+    @property
+    def written(self) -> int:
+        """Stream records committed to the database."""
+        return self._written
+
+    @property
+    def dropped(self) -> int:
+        """Items (starts and records) lost for good; see the class docstring for when."""
+        return self._dropped
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="streamtap-recorder", daemon=True)
+        self._thread.start()
+
+    def submit_start(self, start: StreamStart) -> None:
+        """Queue the `in_progress` row written when a request arrives, so a crash leaves a trace."""
+        self._put((start, datetime.now(UTC)))
+
+    def submit(self, record: StreamRecord) -> None:
+        """Queue a finished record: it inserts the stream's row, or completes the one `submit_start` wrote."""
+        self._put((record, datetime.now(UTC)))
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Write everything queued, then stop the writer. True when nothing was lost while closing.
+
+        If the database stays unavailable for `timeout` seconds, what is left is dropped (and counted).
+        """
+        dropped_before = self._dropped
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            pending = bool(self._queue)
+        if self._thread is None and pending:
+            self.start()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                log.error("recorder: the database is still unavailable after %.0fs; giving up", timeout)
+                self._abandon.set()
+                # The writer may be inside a database call (SQLite's busy timeout is 5 s).
+                thread.join(10.0)
+        return not (thread is not None and thread.is_alive()) and self._dropped == dropped_before
+
+    # -- the caller's side --
+
+    def _put(self, item: Item) -> None:
+        with self._cond:
+            if self._closing:
+                lost = 1
+            else:
+                lost = 0
+                if len(self._queue) >= self._queue_size:
+                    self._queue.popleft()
+                    lost = 1
+                self._queue.append(item)
+                n = len(self._queue)
+                # Wake the writer when there is something to do, or a full batch to stop waiting for.
+                if n == 1 or n == self._batch_max:
+                    self._cond.notify()
+            if lost:
+                self._dropped += lost
+                total = self._dropped
+        if lost:
+            if total == 1 or total % 1000 == 0:
+                reason = "the recorder is closed" if self._closing else "the queue is full"
+                log.warning("recorder: dropped a record because %s (%d dropped so far)", reason, total)
+            self._lost(lost)
+
+    def _lost(self, n: int) -> None:
+        if self._on_dropped is not None and n:
+            try:
+                self._on_dropped(n)
+            except Exception:
+                log.exception("recorder: on_dropped callback failed")
+
+    # -- the writer thread --
+
+    def _take(self) -> list[Item] | None:
+        with self._cond:
+            while not self._queue:
+                if self._closing:
+                    return None
+                self._cond.wait()
+            if self._flush_interval > 0:
+                deadline = time.monotonic() + self._flush_interval
+                while len(self._queue) < self._batch_max and not self._closing:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            n = min(len(self._queue), self._batch_max)
+            return [self._queue.popleft() for _ in range(n)]
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                self._flush(batch)
+            except _Abandoned:
+                with self._cond:
+                    lost = len(batch) + len(self._queue)
+                    self._queue.clear()
+                    self._dropped += lost
+                self._lost(lost)
+                return
+            except Exception:  # a bug here must not stop recording
+                log.exception("recorder: unexpected error; %d items lost", len(batch))
+                with self._cond:
+                    self._dropped += len(batch)
+                self._lost(len(batch))
+
+    def _flush(self, batch: list[Item]) -> None:
+        try:
+            self._commit(batch)
+            return
+        except _Poisoned:
+            if len(batch) == 1:
+                lost = 1
+            else:
+                # Find the rows the database refuses; write the others.
+                lost = 0
+                for item in batch:
+                    try:
+                        self._commit([item])
+                    except _Poisoned:
+                        lost += 1
+        with self._cond:
+            self._dropped += lost
+        self._lost(lost)
+
+    def _commit(self, items: Sequence[Item]) -> None:
+        """Write `items` in one transaction, retrying while the database is unavailable."""
+        delay = BACKOFF_START
+        failing = False
+        while True:
+            try:
+                records = self._write(items)
+            except Exception as e:
+                if not _transient(e):
+                    log.error("recorder: the database refused %d items: %s", len(items), _reason(e))
+                    raise _Poisoned from e
+                if self._abandon.is_set():
+                    raise _Abandoned from e
+                log.warning(
+                    "recorder: cannot write to the database (%s); retrying in %.2fs, %d queued",
+                    _reason(e),
+                    delay,
+                    len(self._queue),
+                )
+                failing = True
+                if self._abandon.wait(delay):
+                    raise _Abandoned from e
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            if failing:
+                log.warning("recorder: the database is writable again")
+            if records:
+                self._written += records
+                if self._on_written is not None:
+                    try:
+                        self._on_written(records)
+                    except Exception:
+                        log.exception("recorder: on_written callback failed")
+            return
+
+    def _write(self, items: Sequence[Item]) -> int:
+        starts: list[dict[str, Any]] = []
+        finished: dict[str, dict[str, Any]] = {}  # by id: a record submitted twice is written once, the last
+        events: dict[str, list[dict[str, Any]]] = {}
+        for obj, submitted_at in items:
+            if isinstance(obj, StreamStart):
+                starts.append(_start_row(obj))
+            else:
+                finished[obj.id] = _record_row(obj, submitted_at)
+                if self._keep_events:
+                    events[obj.id] = _event_rows(obj)
+        event_rows = [row for rows in events.values() for row in rows]
+        with self._engine.begin() as conn:
+            if starts:
+                conn.execute(self._start_stmt, starts)
+            if finished:
+                conn.execute(self._upsert_stmt, list(finished.values()))
+                if self._keep_events:
+                    # Makes a repeated record replace its events instead of colliding with them.
+                    conn.execute(sa.delete(_events).where(_events.c.stream_id.in_(list(finished))))
+            if event_rows:
+                conn.execute(sa.insert(_events), event_rows)
+        return len(finished)
+
+
+def mark_interrupted(engine: sa.Engine, proxy_instance: str) -> int:
+    """At proxy start: rows this instance left `in_progress` (it died mid-stream) become `interrupted`."""
+    stmt = (
+        sa.update(_streams)
+        .where(_streams.c.proxy_instance == proxy_instance, _streams.c.outcome == Outcome.IN_PROGRESS.value)
+        .values(outcome=Outcome.INTERRUPTED.value)
+    )
+    try:
+        with engine.begin() as conn:
+            return conn.execute(stmt).rowcount
+    except sa.exc.DBAPIError as e:
+        raise DatabaseError(f"cannot mark interrupted streams: {_reason(e)}") from e
+
+
+def _statements(dialect: str) -> tuple[sa.Executable, sa.Executable]:
+    """INSERT ... ON CONFLICT for starts (never overwrite a finished row) and records (complete the row)."""
+    insert: Any
+    if dialect == "postgresql":
+        insert = postgresql.insert
+    elif dialect == "sqlite":
+        insert = sqlite.insert
+    else:
+        raise DatabaseError(f"unsupported database {dialect!r}: streamtap supports sqlite and postgresql")
+    start = insert(_streams).on_conflict_do_nothing(index_elements=[_streams.c.id])
+    upsert = insert(_streams)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[_streams.c.id],
+        set_={c.name: upsert.excluded[c.name] for c in _streams.c if c.name != "id"},
+    )
+    return start, upsert
+
+
+def _transient(e: Exception) -> bool:
+    """A database that is locked, gone or read-only: worth retrying. Data it refuses is not."""
+    if isinstance(e, sa.exc.IntegrityError | sa.exc.DataError):
+        return False
+    return isinstance(e, sa.exc.DBAPIError) or (
+        isinstance(e, sa.exc.SQLAlchemyError) and not isinstance(e, sa.exc.StatementError)
+    )
+
+
+def _reason(e: BaseException) -> str:
+    orig = getattr(e, "orig", None) or e
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
+
+
+def _text(value: str | None) -> str | None:
+    # PostgreSQL text cannot hold NUL; replace it on every backend so both store the same thing.
+    if value is not None and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
+def _start_row(start: StreamStart) -> dict[str, Any]:
+    return {
+        "id": start.id,
+        "started_at": start.started_at,
+        "method": _text(start.method),
+        "url": _text(start.url),
+        "host": _text(start.host),
+        "path": _text(start.path),
+        "status_code": None,
+        # Unknown until the response arrives; the finished record overwrites these.
+        "stream": False,
+        "api": "",
+        "request_model": _text(start.request_model),
+        "model": None,
+        "outcome": Outcome.IN_PROGRESS.value,
+        "finish_reason": None,
+        "error": None,
+        "ttfb_ms": None,
+        "ttft_ms": None,
+        "ttfc_ms": None,
+        "duration_ms": None,
+        "prompt_tokens": None,
+        "completion_tokens": None,
+        "total_tokens": None,
+        "reasoning_tokens": None,
+        "choices": [],
+        "event_count": 0,
+        "token_event_count": 0,
+        "api_key_fp": start.api_key_fp,
+        "proxy_instance": _text(start.proxy_instance),
+        "content_encoding": None,
+        "request_body": _text(start.request_body),
+        "response_body": None,
+        "tap_errors": 0,
+        "extra": {},
+        "finished_at": None,
+    }
+
+
+def _record_row(rec: StreamRecord, submitted_at: datetime) -> dict[str, Any]:
+    usage = rec.usage
+    if rec.duration_ms is not None:
+        finished_at = rec.started_at + timedelta(milliseconds=rec.duration_ms)
+    else:
+        finished_at = submitted_at
+    return {
+        "id": rec.id,
+        "started_at": rec.started_at,
+        "method": _text(rec.method),
+        "url": _text(rec.url),
+        "host": _text(rec.host),
+        "path": _text(rec.path),
+        "status_code": rec.status_code,
+        "stream": rec.stream,
+        "api": _text(rec.api),
+        "request_model": _text(rec.request_model),
+        "model": _text(rec.model),
+        "outcome": rec.outcome.value,
+        "finish_reason": _text(rec.finish_reason),
+        "error": _text(rec.error),
+        "ttfb_ms": rec.ttfb_ms,
+        "ttft_ms": rec.ttft_ms,
+        "ttfc_ms": rec.ttfc_ms,
+        "duration_ms": rec.duration_ms,
+        "prompt_tokens": usage.prompt_tokens if usage else None,
+        "completion_tokens": usage.completion_tokens if usage else None,
+        "total_tokens": usage.total_tokens if usage else None,
+        "reasoning_tokens": usage.reasoning_tokens if usage else None,
+        "choices": [choice_to_dict(c) for c in rec.choices],
+        "event_count": len(rec.events),
+        "token_event_count": sum(1 for e in rec.events if e.tokens),
+        "api_key_fp": rec.api_key_fp,
+        "proxy_instance": _text(rec.proxy_instance),
+        "content_encoding": _text(rec.content_encoding),
+        "request_body": _text(rec.request_body),
+        "response_body": _text(rec.response_body),
+        "tap_errors": rec.tap_errors,
+        "extra": rec.extra,
+        "finished_at": finished_at,
+    }
+
+
+def _event_rows(rec: StreamRecord) -> list[dict[str, Any]]:
+    sid = rec.id
+    return [
+        {
+            "stream_id": sid,
+            "seq": e.seq,
+            "t_ms": e.t_ms,
+            "gap_ms": e.gap_ms,
+            "kind": e.kind.value,
+            "event": _text(e.event),
+            "tokens": e.tokens,
+            "raw": e.raw,
+        }
+        for e in rec.events
+    ]
