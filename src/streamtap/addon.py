@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from .errors import StreamtapError
 from .metrics import Metrics, build_metrics, serve
-from .privacy import api_key_fingerprint, redact_url
+from .privacy import api_key_fingerprint, redact_url, strip_content, strip_start
 from .records import Outcome, StreamRecord, StreamStart
 from .tap import StreamTap
 
@@ -120,6 +120,14 @@ class StreamtapAddon:
             int,
             10_000,
             "Finished streams the recorder holds before it drops the oldest (counted).",
+        )
+        loader.add_option(
+            "streamtap_capture",
+            str,
+            "full",
+            "full: record prompts, completions and event bytes; metadata: timings, models, usage and "
+            "outcomes only, no prompt or completion text.",
+            choices=("full", "metadata"),
         )
         loader.add_option(
             "streamtap_keep_events",
@@ -304,7 +312,7 @@ class StreamtapAddon:
         if self.metrics is not None:
             self.metrics.stream_started(model, req.host)
         if self.recorder is not None:
-            self.recorder.submit_start(start)
+            self.recorder.submit_start(strip_start(start) if self._metadata_only else start)
         return tap
 
     def _finish(self, tap: StreamTap, record: StreamRecord) -> None:
@@ -313,7 +321,7 @@ class StreamtapAddon:
             for _ in range(record.tap_errors):
                 self.metrics.tap_error()
         if self.recorder is not None:
-            self.recorder.submit(record)
+            self.recorder.submit(strip_content(record) if self._metadata_only else record)
 
     def tap_failed(self, tap: StreamTap, where: str) -> None:
         """A bug in the tap: logged now, counted with the record; the client's bytes keep flowing."""
@@ -324,6 +332,10 @@ class StreamtapAddon:
         log.exception("streamtap: tap error %s (the client's stream is unaffected)", where)
         if self.metrics is not None:
             self.metrics.tap_error()
+
+    @property
+    def _metadata_only(self) -> bool:
+        return bool(ctx.options.streamtap_capture == "metadata")
 
     def _stop_metrics_server(self) -> None:
         server, self._metrics_server = self._metrics_server, None

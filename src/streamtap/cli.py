@@ -114,6 +114,13 @@ def main() -> None:
     help="Store one row per event (off: per-stream timings only).",
 )
 @click.option(
+    "--capture",
+    type=click.Choice(["full", "metadata"]),
+    default="full",
+    show_default=True,
+    help="metadata: timings, models, usage and outcomes only; no prompt or completion text.",
+)
+@click.option(
     "--max-models",
     default=50,
     show_default=True,
@@ -132,6 +139,7 @@ def proxy(
     metrics_host: str,
     instance: str,
     keep_events: bool,
+    capture: str,
     max_models: int,
     quiet: bool,
     extra: tuple[str, ...],
@@ -161,6 +169,7 @@ def proxy(
         "streamtap_metrics_host": metrics_host,
         "streamtap_instance": instance,
         "streamtap_keep_events": keep_events,
+        "streamtap_capture": capture,
         "streamtap_max_models": max_models,
     }
     click.echo(
@@ -254,6 +263,34 @@ def export(db: str, last: int | None, ids: tuple[str, ...], since: str | None, f
         for record in records:
             out.write(record_to_sse(record))
         out.flush()
+
+
+@main.command()
+@db_option
+@click.option("--older-than", required=True, help="Delete streams started longer ago than this (e.g. 7d).")
+@click.option(
+    "--batch",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Streams deleted per transaction.",
+)
+def prune(db: str, older_than: str, batch: int) -> None:
+    """Delete old streams and their events, in batches that never block the proxy's writer for long."""
+    from .db.engine import check_schema, make_engine
+    from .maintenance import prune as prune_streams
+
+    cutoff = datetime.now(UTC) - parse_duration(older_than)
+    engine = make_engine(db)
+    try:
+        check_schema(engine)
+        n = prune_streams(engine, before=cutoff, batch=batch)
+    finally:
+        engine.dispose()
+    click.echo(
+        f"streamtap: deleted {n} stream{'s' if n != 1 else ''} started before {cutoff:%Y-%m-%d %H:%M:%S} UTC",
+        err=True,
+    )
 
 
 @main.command("mock-upstream")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .records import StreamRecord, StreamStart
 
 # Header names that carry credentials (lower case). Their values are never stored.
 KEY_HEADERS = ("authorization", "api-key", "x-api-key", "x-goog-api-key", "proxy-authorization")
@@ -50,3 +53,31 @@ def redact_url(url: str) -> str:
         if any(_SECRET_PARAM.search(k) for k, _ in pairs):
             query = urlencode([(k, REDACTED if _SECRET_PARAM.search(k) else v) for k, v in pairs])
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def strip_content(record: StreamRecord) -> StreamRecord:
+    """`--capture metadata`: timings, models, usage and outcomes stay; prompt and completion text go.
+
+    Event rows keep their timing, kind and whether they carried tokens; their bytes are dropped. Tool calls
+    keep their id and name (which tool was called) but not their arguments.
+    """
+    return dataclasses.replace(
+        record,
+        request_body=None,
+        response_body=None,
+        choices=tuple(
+            dataclasses.replace(
+                c,
+                content=None,
+                reasoning_content=None,
+                refusal=None,
+                tool_calls=tuple(dataclasses.replace(t, arguments="") for t in c.tool_calls),
+            )
+            for c in record.choices
+        ),
+        events=tuple(dataclasses.replace(e, raw=b"", data=None) for e in record.events),
+    )
+
+
+def strip_start(start: StreamStart) -> StreamStart:
+    return dataclasses.replace(start, request_body=None)
