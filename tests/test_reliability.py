@@ -17,9 +17,9 @@ import httpx
 import openai
 import pytest
 import sqlalchemy as sa
-from harness import ProxyProcess, run_cli, wait_for
 from sqlalchemy.orm import Session
 
+from harness import ProxyProcess, run_cli, wait_for
 from streamtap import read
 from streamtap.db.engine import make_engine, upgrade
 from streamtap.maintenance import prune
