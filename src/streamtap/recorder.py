@@ -13,10 +13,11 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from .db.engine import describe_error
 from .db.models import Stream, StreamEvent
 from .errors import DatabaseError
 from .export import choice_to_dict
-from .records import Outcome, StreamRecord, StreamStart
+from .records import Outcome, StreamRecord, StreamStart, Usage
 
 log = logging.getLogger("streamtap.recorder")
 
@@ -25,6 +26,9 @@ BACKOFF_MAX = 5.0
 
 _streams = cast(sa.Table, Stream.__table__)
 _events = cast(sa.Table, StreamEvent.__table__)
+# The same table without column types: its INSERT hands the rows to the driver as they are, skipping
+# SQLAlchemy's per-value bind processors (bytes and bools need none), the bulk of the cost per event.
+_events_untyped = sa.table("stream_events", *(sa.column(c.name) for c in _events.c))
 
 Item = tuple[StreamStart | StreamRecord, datetime]
 
@@ -229,13 +233,13 @@ class Recorder:
                 records = self._write(items)
             except Exception as e:
                 if not _transient(e):
-                    log.error("recorder: the database refused %d items: %s", len(items), _reason(e))
+                    log.error("recorder: the database refused %d items: %s", len(items), describe_error(e))
                     raise _Poisoned from e
                 if self._abandon.is_set():
                     raise _Abandoned from e
                 log.warning(
                     "recorder: cannot write to the database (%s); retrying in %.2fs, %d queued",
-                    _reason(e),
+                    describe_error(e),
                     delay,
                     len(self._queue),
                 )
@@ -276,7 +280,7 @@ class Recorder:
                     # Makes a repeated record replace its events instead of colliding with them.
                     conn.execute(sa.delete(_events).where(_events.c.stream_id.in_(list(finished))))
             if event_rows:
-                conn.execute(sa.insert(_events), event_rows)
+                conn.execute(sa.insert(_events_untyped), event_rows)
         return len(finished)
 
 
@@ -291,7 +295,7 @@ def mark_interrupted(engine: sa.Engine, proxy_instance: str) -> int:
         with engine.begin() as conn:
             return conn.execute(stmt).rowcount
     except sa.exc.DBAPIError as e:
-        raise DatabaseError(f"cannot mark interrupted streams: {_reason(e)}") from e
+        raise DatabaseError(f"cannot mark interrupted streams: {describe_error(e)}") from e
 
 
 def _statements(dialect: str) -> tuple[sa.Executable, sa.Executable]:
@@ -321,99 +325,83 @@ def _transient(e: Exception) -> bool:
     )
 
 
-def _reason(e: BaseException) -> str:
-    orig = getattr(e, "orig", None) or e
-    lines = str(orig).strip().splitlines()
-    return lines[0] if lines else type(orig).__name__
-
-
-def _text(value: str | None) -> str | None:
+def _without_nul(row: dict[str, Any]) -> dict[str, Any]:
     # PostgreSQL text cannot hold NUL; replace it on every backend so both store the same thing.
-    if value is not None and "\x00" in value:
-        return value.replace("\x00", "\ufffd")
-    return value
+    for key, value in row.items():
+        if isinstance(value, str) and "\x00" in value:
+            row[key] = value.replace("\x00", "\ufffd")
+    return row
 
 
 def _start_row(start: StreamStart) -> dict[str, Any]:
-    return {
-        "id": start.id,
-        "started_at": start.started_at,
-        "method": _text(start.method),
-        "url": _text(start.url),
-        "host": _text(start.host),
-        "path": _text(start.path),
-        "status_code": None,
-        # Unknown until the response arrives; the finished record overwrites these.
-        "stream": False,
-        "api": "",
-        "request_model": _text(start.request_model),
-        "model": None,
-        "outcome": Outcome.IN_PROGRESS.value,
-        "finish_reason": None,
-        "error": None,
-        "ttfb_ms": None,
-        "ttft_ms": None,
-        "ttfc_ms": None,
-        "duration_ms": None,
-        "prompt_tokens": None,
-        "completion_tokens": None,
-        "total_tokens": None,
-        "reasoning_tokens": None,
-        "choices": [],
-        "event_count": 0,
-        "token_event_count": 0,
-        "api_key_fp": start.api_key_fp,
-        "proxy_instance": _text(start.proxy_instance),
-        "content_encoding": None,
-        "request_body": _text(start.request_body),
-        "response_body": None,
-        "tap_errors": 0,
-        "extra": {},
-        "finished_at": None,
-    }
+    row: dict[str, Any] = dict.fromkeys(_streams.c.keys())  # NULL: unknown until the response arrives
+    row.update(
+        id=start.id,
+        started_at=start.started_at,
+        method=start.method,
+        url=start.url,
+        host=start.host,
+        path=start.path,
+        request_model=start.request_model,
+        api_key_fp=start.api_key_fp,
+        proxy_instance=start.proxy_instance,
+        request_body=start.request_body,
+        outcome=Outcome.IN_PROGRESS.value,
+        # NOT NULL columns the finished record overwrites
+        stream=False,
+        api="",
+        choices=[],
+        event_count=0,
+        token_event_count=0,
+        tap_errors=0,
+        extra={},
+    )
+    return _without_nul(row)
 
 
 def _record_row(rec: StreamRecord, submitted_at: datetime) -> dict[str, Any]:
-    usage = rec.usage
+    usage = rec.usage or Usage(None, None, None, None)
     if rec.duration_ms is not None:
         finished_at = rec.started_at + timedelta(milliseconds=rec.duration_ms)
     else:
         finished_at = submitted_at
-    return {
-        "id": rec.id,
-        "started_at": rec.started_at,
-        "method": _text(rec.method),
-        "url": _text(rec.url),
-        "host": _text(rec.host),
-        "path": _text(rec.path),
-        "status_code": rec.status_code,
-        "stream": rec.stream,
-        "api": _text(rec.api),
-        "request_model": _text(rec.request_model),
-        "model": _text(rec.model),
-        "outcome": rec.outcome.value,
-        "finish_reason": _text(rec.finish_reason),
-        "error": _text(rec.error),
-        "ttfb_ms": rec.ttfb_ms,
-        "ttft_ms": rec.ttft_ms,
-        "ttfc_ms": rec.ttfc_ms,
-        "duration_ms": rec.duration_ms,
-        "prompt_tokens": usage.prompt_tokens if usage else None,
-        "completion_tokens": usage.completion_tokens if usage else None,
-        "total_tokens": usage.total_tokens if usage else None,
-        "reasoning_tokens": usage.reasoning_tokens if usage else None,
-        "choices": [choice_to_dict(c) for c in rec.choices],
-        "event_count": len(rec.events),
-        "token_event_count": sum(1 for e in rec.events if e.tokens),
-        "api_key_fp": rec.api_key_fp,
-        "proxy_instance": _text(rec.proxy_instance),
-        "content_encoding": _text(rec.content_encoding),
-        "request_body": _text(rec.request_body),
-        "response_body": _text(rec.response_body),
-        "tap_errors": rec.tap_errors,
-        "extra": rec.extra,
-        "finished_at": finished_at,
-    }
+    return _without_nul(
+        {
+            "id": rec.id,
+            "started_at": rec.started_at,
+            "method": rec.method,
+            "url": rec.url,
+            "host": rec.host,
+            "path": rec.path,
+            "status_code": rec.status_code,
+            "stream": rec.stream,
+            "api": rec.api,
+            "request_model": rec.request_model,
+            "model": rec.model,
+            "outcome": rec.outcome.value,
+            "finish_reason": rec.finish_reason,
+            "error": rec.error,
+            "ttfb_ms": rec.ttfb_ms,
+            "ttft_ms": rec.ttft_ms,
+            "ttfc_ms": rec.ttfc_ms,
+            "duration_ms": rec.duration_ms,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+            "choices": [choice_to_dict(c) for c in rec.choices],
+            "event_count": len(rec.events),
+            "token_event_count": sum(1 for e in rec.events if e.tokens),
+            "api_key_fp": rec.api_key_fp,
+            "proxy_instance": rec.proxy_instance,
+            "content_encoding": rec.content_encoding,
+            "request_body": rec.request_body,
+            "response_body": rec.response_body,
+            "tap_errors": rec.tap_errors,
+            "extra": rec.extra,
+            "finished_at": finished_at,
+        }
+    )
 
 
 def _event_rows(rec: StreamRecord) -> list[dict[str, Any]]:
@@ -425,7 +413,7 @@ def _event_rows(rec: StreamRecord) -> list[dict[str, Any]]:
             "t_ms": e.t_ms,
             "gap_ms": e.gap_ms,
             "kind": e.kind.value,
-            "event": _text(e.event),
+            "event": e.event.replace("\x00", "\ufffd") if e.event else e.event,
             "tokens": e.tokens,
             "raw": e.raw,
         }

@@ -91,7 +91,8 @@ def _show(url: sa.URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def _reason(e: BaseException) -> str:
+def describe_error(e: BaseException) -> str:
+    """The first line of what the database driver said."""
     orig = getattr(e, "orig", None) or e
     lines = str(orig).strip().splitlines()
     return lines[0] if lines else type(orig).__name__
@@ -113,7 +114,7 @@ def _connect(engine: sa.Engine) -> sa.Connection:
     try:
         return engine.connect()
     except sa.exc.DBAPIError as e:
-        raise DatabaseError(f"cannot open database {_show(engine.url)}: {_reason(e)}") from e
+        raise DatabaseError(f"cannot open database {_show(engine.url)}: {describe_error(e)}") from e
 
 
 def _current_revision(conn: sa.Connection, script: ScriptDirectory, shown: str) -> str | None:
@@ -149,7 +150,7 @@ def upgrade(engine_or_url: sa.Engine | str) -> None:
                     cfg.attributes["connection"] = conn
                     command.upgrade(cfg, "head")
             except sa.exc.DBAPIError as e:
-                raise DatabaseError(f"cannot upgrade database {shown}: {_reason(e)}") from e
+                raise DatabaseError(f"cannot upgrade database {shown}: {describe_error(e)}") from e
     finally:
         if engine is not engine_or_url:
             engine.dispose()
@@ -167,7 +168,7 @@ def check_schema(engine: sa.Engine) -> None:
         try:
             revision = _current_revision(conn, script, shown)
         except sa.exc.DBAPIError as e:
-            raise DatabaseError(f"cannot read database {shown}: {_reason(e)}") from e
+            raise DatabaseError(f"cannot read database {shown}: {describe_error(e)}") from e
     if revision is None:
         raise DatabaseError(f"{shown} has no streamtap schema yet: run `streamtap db upgrade`")
     heads = script.get_heads()
