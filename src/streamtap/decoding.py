@@ -7,7 +7,7 @@ httpx's `_decoders.py`: `feed(bytes) -> bytes` and `flush() -> bytes`.
 from __future__ import annotations
 
 import zlib
-from typing import Protocol
+from typing import Any, Protocol
 
 import brotli
 import zstandard
@@ -33,29 +33,47 @@ class IdentityDecoder:
 
 
 class ZlibDecoder:
-    """gzip (RFC 1952) and deflate (RFC 1950 zlib stream, or raw RFC 1951 as some servers send)."""
+    """gzip (RFC 1952, any number of members) and deflate (an RFC 1950 zlib stream, or raw RFC 1951)."""
 
     def __init__(self, gzip: bool) -> None:
         self._gzip = gzip
-        self._first = True
-        self._obj = zlib.decompressobj(zlib.MAX_WBITS | 16 if gzip else zlib.MAX_WBITS)
+        self._head = b""  # deflate: the first bytes, until the zlib header can be recognised
+        self._obj: Any = zlib.decompressobj(zlib.MAX_WBITS | 16) if gzip else None
+
+    @staticmethod
+    def _is_zlib_header(head: bytes) -> bool:
+        # RFC 1950 2.2: CM = 8 (deflate) in the low nibble of CMF, and CMF*256 + FLG is a multiple of 31
+        return head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0
 
     def feed(self, data: bytes) -> bytes:
+        if self._obj is None:
+            # "deflate" is often sent raw, without the zlib header: tell them apart on the first two bytes
+            self._head += data
+            if len(self._head) < 2:
+                return b""
+            data, self._head = self._head, b""
+            wbits = zlib.MAX_WBITS if self._is_zlib_header(data) else -zlib.MAX_WBITS
+            self._obj = zlib.decompressobj(wbits)
         try:
-            return self._obj.decompress(data)
+            out = self._obj.decompress(data)
+            # gzip bodies may hold several members back to back (RFC 1952 2.2)
+            while self._gzip and self._obj.eof and self._obj.unused_data:
+                rest = self._obj.unused_data
+                self._obj = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                out += self._obj.decompress(rest)
+            return bytes(out)
         except zlib.error as e:
-            if self._first and not self._gzip:
-                # "deflate" is often sent raw, without the zlib header
-                self._first = False
-                self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
-                return self.feed(data)
             raise ContentDecodingError(str(e)) from e
-        finally:
-            self._first = False
 
     def flush(self) -> bytes:
+        if self._obj is None:
+            if not self._head:
+                return b""
+            self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
+            data, self._head = self._head, b""
+            return self.feed(data) + self.flush()
         try:
-            return self._obj.flush()
+            return bytes(self._obj.flush())
         except zlib.error as e:
             raise ContentDecodingError(str(e)) from e
 
@@ -76,7 +94,7 @@ class BrotliDecoder:
 
 class ZstdDecoder:
     def __init__(self) -> None:
-        self._obj = zstandard.ZstdDecompressor().decompressobj()
+        self._obj = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True)
 
     def feed(self, data: bytes) -> bytes:
         try:

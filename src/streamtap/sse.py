@@ -41,7 +41,7 @@ class SSEItem:
 class SSEDecoder:
     """Bytes in, `SSEItem`s out. `feed()` as reads arrive, `flush()` once at end of stream."""
 
-    __slots__ = ("_buf", "_data", "_event", "_last_id", "_raw", "_retry", "_started")
+    __slots__ = ("_buf", "_data", "_event", "_fields", "_last_id", "_raw", "_retry", "_started")
 
     def __init__(self) -> None:
         self._buf = bytearray()  # bytes of the line not yet terminated
@@ -50,6 +50,7 @@ class SSEDecoder:
         self._event: str | None = None
         self._last_id: str | None = None  # persists across events, as the spec says
         self._retry: int | None = None
+        self._fields = False  # field lines seen since the last dispatch: an event is being built
         self._started = False  # the BOM check has been made
 
     def feed(self, chunk: bytes) -> list[SSEItem]:
@@ -104,6 +105,7 @@ class SSEDecoder:
         self._data = []
         self._event = None
         self._retry = None
+        self._fields = False
         return out
 
     def _line(self, line: bytes, raw: bytes | bytearray, out: list[SSEItem]) -> None:
@@ -118,8 +120,11 @@ class SSEDecoder:
             comment = text[1:]
             if comment.startswith(" "):
                 comment = comment[1:]
-            out.append(SSEItem(ItemKind.COMMENT, self._take_raw(), comment))
+            # A comment inside an event keeps no bytes of its own: they stay in the event's raw, which is
+            # one contiguous range of the input, so the items' raw still concatenate to the input.
+            out.append(SSEItem(ItemKind.COMMENT, b"" if self._fields else self._take_raw(), comment))
             return
+        self._fields = True
         name, colon, value = text.partition(":")
         if colon and value.startswith(" "):
             value = value[1:]
@@ -134,6 +139,7 @@ class SSEDecoder:
         # any other field name is ignored, as the spec says
 
     def _dispatch(self, out: list[SSEItem]) -> None:
+        self._fields = False
         if not self._data:
             # "If the data buffer is an empty string, set the data buffer and the event type buffer to the
             # empty string and return." The blank line's bytes stay with the next item.
