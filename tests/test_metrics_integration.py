@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from harness import ProxyProcess, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness import ProxyProcess, wait_for
 from streamtap.mock_upstream import MockUpstream
 
 pytestmark = pytest.mark.slow
