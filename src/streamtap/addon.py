@@ -26,7 +26,7 @@ from .tap import StreamTap
 log = logging.getLogger("streamtap")
 
 # Request paths whose exchanges are recorded even when they are not streamed.
-LLM_PATHS = ("/chat/completions", "/completions", "/responses", "/messages")
+LLM_PATHS = ("/chat/completions", "/completions", "/responses", "/messages", "/complete")
 MAX_REQUEST_BODY = 1 << 20
 
 

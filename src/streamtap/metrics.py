@@ -18,6 +18,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from streamtap.anthropic_api import normalized_finish_reason
 from streamtap.errors import ConfigError
 from streamtap.records import FINAL_OUTCOMES, StreamRecord
 
@@ -210,7 +211,10 @@ class Metrics:
         """An exchange ended (any outcome): record every observation it carries."""
         self.active.dec()
         series = self._series_for(record.request_model or record.model, record.host)
-        self._streams_child(series, record.outcome.value, finish_reason_label(record.finish_reason)).inc()
+        reason = record.finish_reason
+        if record.api == "anthropic.messages":
+            reason = normalized_finish_reason(reason)  # end_turn -> stop, max_tokens -> length, ...
+        self._streams_child(series, record.outcome.value, finish_reason_label(reason)).inc()
         if record.ttfb_ms is not None:
             series.ttfb.observe(record.ttfb_ms / 1000)
         if record.ttft_ms is not None:

@@ -10,9 +10,10 @@ import dataclasses
 import json
 from typing import Any
 
-from .chat import ChatInterpreter, error_text
+from .chat import error_text
 from .decoding import Decoder, make_decoder
-from .records import EventKind, EventRecord, Outcome, StreamRecord, StreamStart
+from .interpreters import Interpreter, api_name, interpreter_for
+from .records import EventRecord, Outcome, StreamRecord, StreamStart
 from .sse import ItemKind, SSEDecoder, SSEItem
 
 MAX_STORED_BODY = 1 << 20  # non-streamed bodies (completions, error bodies) are stored up to 1 MiB
@@ -70,7 +71,7 @@ class StreamTap:
     def __init__(self, start: StreamStart, t0: float) -> None:
         self.start = start
         self.t0 = t0
-        self.chat = ChatInterpreter()
+        self.chat: Interpreter = interpreter_for(start.path)
         self.status_code: int | None = None
         self.content_encoding: str | None = None
         self.is_sse = False
@@ -222,6 +223,7 @@ class StreamTap:
             events=tuple(self._events),
             api_key_fp=start.api_key_fp,
             proxy_instance=start.proxy_instance,
+            api=api_name(start.path),
             content_encoding=self.content_encoding,
             request_body=start.request_body,
             response_body=None if self.is_sse else body_text,
@@ -243,9 +245,3 @@ class StreamTap:
             return f"HTTP {status}: {text.strip()[:2000]}"
         return f"HTTP {status}"
 
-
-def event_kinds(record: StreamRecord) -> dict[EventKind, int]:
-    counts: dict[EventKind, int] = {}
-    for event in record.events:
-        counts[event.kind] = counts.get(event.kind, 0) + 1
-    return counts
