@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck check-migrations bench bench-quick bench-peers browser-deps clean
+.PHONY: install demo test lint typecheck bench bench-quick bench-peers browser-deps clean
 
 install: $(STAMP)
 
