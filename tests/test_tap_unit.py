@@ -523,3 +523,27 @@ def test_corpus_raw_equals_decoded_body(path: Path) -> None:
     assert record.choices == chat.choices() and record.usage == chat.usage and record.error == chat.error
     assert [e.seq for e in record.events] == list(range(len(record.events)))
     assert all(e.t_ms >= 100.0 for e in record.events)
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000  # valid JSON, deeper than the json module's recursion limit
+
+
+@pytest.mark.xfail(
+    strict=True, reason="bug: json.loads raises RecursionError (not ValueError) on deep nesting"
+)
+@pytest.mark.parametrize("status", [200, 400])
+def test_deeply_nested_whole_body(status: int) -> None:
+    tap = StreamTap(START, T0)
+    tap.response_headers(T0, status, "application/json", None)
+    tap.whole_body(DEEP, T0 + 0.1)
+    record = tap.finish(T0 + 0.2)
+    assert record.choices == () and record.response_body == DEEP.decode()
+
+
+@pytest.mark.xfail(
+    strict=True, reason="bug: json.loads raises RecursionError (not ValueError) on deep nesting"
+)
+def test_deeply_nested_data_line_in_a_stream() -> None:
+    record = run(timed(chunk({"content": "Hi"}), b"data: " + DEEP + b"\n\n", DONE))
+    assert [e.kind for e in record.events] == [EventKind.DATA, EventKind.MALFORMED, EventKind.DONE]
+    assert record.choices[0].content == "Hi"
