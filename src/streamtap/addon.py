@@ -35,7 +35,7 @@ def _request_model(body: bytes) -> tuple[str | None, Any]:
         return None, None
     try:
         obj = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None, None
     if not isinstance(obj, dict):
         return None, None

@@ -106,7 +106,7 @@ class AnthropicInterpreter:
             return _MALFORMED
         try:
             obj = json.loads(item.data)
-        except ValueError:
+        except (ValueError, RecursionError):
             obj = None
         if not isinstance(obj, dict):
             if item.event == "error":

@@ -143,7 +143,7 @@ class ChatInterpreter:
             return _DONE
         try:
             obj = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             if item.event == "error":
                 self._set_error(data or "error event")
                 return _ERROR
@@ -222,7 +222,8 @@ class ChatInterpreter:
                 if not isinstance(part, dict):
                     continue
                 if part.get("type") == "thinking":
-                    for piece in part.get("thinking") or ():
+                    thinking = part.get("thinking")
+                    for piece in thinking if isinstance(thinking, list) else ():
                         text = piece.get("text") if isinstance(piece, dict) else None
                         if isinstance(text, str) and text:
                             acc.reasoning.append(text)
@@ -317,8 +318,8 @@ class ChatInterpreter:
             message = raw_choice.get("message")
             if isinstance(message, dict):
                 self._feed_delta(acc, message)
-            elif isinstance(raw_choice.get("text"), str):
-                acc.content.append(raw_choice["text"])
+            elif isinstance(text := raw_choice.get("text"), str) and text:
+                acc.content.append(text)
             finish = raw_choice.get("finish_reason")
             if isinstance(finish, str) and finish:
                 acc.finish_reason = finish

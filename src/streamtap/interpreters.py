@@ -56,7 +56,7 @@ def _api_by_event(item: SSEItem) -> str | None:
     if kind is None and item.kind is ItemKind.EVENT and item.data.startswith("{"):
         try:
             obj = json.loads(item.data)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         if isinstance(obj, dict) and isinstance(obj.get("type"), str):
             kind = obj["type"]

@@ -115,7 +115,7 @@ class ResponsesInterpreter:
             return _DONE
         try:
             obj = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             obj = None
         if not isinstance(obj, dict):
             if item.event == "error":

@@ -133,7 +133,7 @@ class StreamTap:
         if self.status_code is not None and self.status_code < 400:
             try:
                 obj = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return
             if isinstance(obj, dict):
                 self.chat.feed_completion(obj)
@@ -191,8 +191,8 @@ class StreamTap:
             error = self._http_error_text(body_text)
         elif chat.error is not None:
             error = chat.error
-        elif disconnect is not None and reason:
-            error = reason
+        elif disconnect is not None and reason and not (chat.saw_finish or chat.saw_done):
+            error = reason  # a hang-up after the end is no error
         outcome = decide_outcome(
             status_code=status,
             model_error=chat.error is not None,
@@ -237,11 +237,14 @@ class StreamTap:
         if body_text:
             try:
                 obj: Any = json.loads(body_text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return f"HTTP {status}: {body_text.strip()[:2000]}"
             return f"HTTP {status}: {error_text(obj)}"
         if self._events:
-            text = "".join(e.raw.decode("utf-8", "replace") for e in self._events)
-            return f"HTTP {status}: {text.strip()[:2000]}"
+            # an error body served as text/event-stream (Gemini does this): JSON, not SSE framed
+            text = "".join(e.raw.decode("utf-8", "replace") for e in self._events).strip()
+            try:
+                return f"HTTP {status}: {error_text(json.loads(text))}"
+            except (ValueError, RecursionError):
+                return f"HTTP {status}: {text[:2000]}"
         return f"HTTP {status}"
-
