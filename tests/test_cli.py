@@ -7,10 +7,17 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from harness import run_cli
 
 COMMANDS = [
-    ["proxy"], ["db", "upgrade"], ["stats"], ["export"], ["mock-upstream"], ["dashboard"], ["demo"],
+    ["proxy"],
+    ["db", "upgrade"],
+    ["stats"],
+    ["export"],
+    ["mock-upstream"],
+    ["dashboard"],
+    ["demo"],
 ]
 
 
@@ -95,8 +102,17 @@ def test_port_in_use(db: str) -> None:
             str(port),
         )
         one_line_error(
-            run_cli("proxy", "--upstream", "http://127.0.0.1:9", "--listen-port", "1", "--metrics-port",
-                    str(port), "--db", db),
+            run_cli(
+                "proxy",
+                "--upstream",
+                "http://127.0.0.1:9",
+                "--listen-port",
+                "1",
+                "--metrics-port",
+                str(port),
+                "--db",
+                db,
+            ),
             "metrics",
         )
 
