@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,15 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     engine = make_engine(url)
     try:
         upgrade(engine)
-        seed_database(engine, streams=STREAMS, events_per_stream=24, seed=2026, now=datetime.now(UTC))
+        # 23 hours up to now: nothing near the edge of the page's 24-hour window
+        seed_database(
+            engine,
+            streams=STREAMS,
+            events_per_stream=24,
+            seed=2026,
+            now=datetime.now(UTC),
+            span=timedelta(hours=23),
+        )
         with engine.connect() as conn:
             # a reasoning stream that stalled: the stream page's timeline has something to show
             stream_id = conn.execute(
