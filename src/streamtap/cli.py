@@ -238,10 +238,10 @@ def stats(db: str, since: str | None, as_json: bool) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["json", "sse"]),
+    type=click.Choice(["json", "sse", "har"]),
     default="json",
     show_default=True,
-    help="json: an array with events; sse: the stream bytes as received.",
+    help="json: an array with events; sse: the stream bytes as received; har: an HTTP Archive 1.2.",
 )
 def export(db: str, last: int | None, ids: tuple[str, ...], since: str | None, fmt: str) -> None:
     """Print recorded exchanges, newest first."""
@@ -258,11 +258,81 @@ def export(db: str, last: int | None, ids: tuple[str, ...], since: str | None, f
             records = read.get_streams(session, last=last or (None if cutoff else 10), since=cutoff)
     if fmt == "json":
         click.echo(records_to_json(records))
+    elif fmt == "har":
+        from .har import records_to_har_json
+
+        click.echo(records_to_har_json(records))
     else:
         out = sys.stdout.buffer
         for record in records:
             out.write(record_to_sse(record))
         out.flush()
+
+
+@main.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8090, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--speed",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Time scale: 2 replays twice as fast; 0 sends everything at once.",
+)
+@click.option(
+    "--select",
+    "specs",
+    multiple=True,
+    metavar="SPEC",
+    help="id:ID (repeatable: they take turns), model:NAME (model:* for any), match (the recording with "
+    "the request's messages), outcome:OUTCOME. Default: the latest recording of the requested model.",
+)
+def replay(db: str, host: str, port: int, speed: float, specs: tuple[str, ...]) -> None:
+    """Serve recorded exchanges as an LLM API, with the recorded bytes and timing.
+
+    POST /v1/chat/completions, /v1/responses and /v1/messages are answered by a recording of that API; the
+    header x-streamtap-replay-id: ID picks one exactly. Every answer carries x-streamtap-replay-of: ID.
+    """
+    from .replay import run
+
+    check_port_free(host, port, "replay")
+    run(db, host, port, speed, specs)
+
+
+@main.command("import")
+@click.argument("file")
+@db_option
+@click.option("--model", help="The requested model to record (default: the request's, in a HAR file).")
+@click.option(
+    "--path",
+    "api_path",
+    default="/v1/chat/completions",
+    show_default=True,
+    help="The request path of an .sse file; it picks the API (/v1/responses, /v1/messages).",
+)
+@click.option(
+    "--gap-ms",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Synthetic time between events when the file has no per-event times.",
+)
+def import_(file: str, db: str, model: str | None, api_path: str, gap_ms: float) -> None:
+    """Import an .sse body (one exchange) or a HAR file (every LLM exchange in it) as recordings."""
+    from .db.engine import make_engine, upgrade
+    from .importer import load_file, write_records
+
+    loaded = load_file(file, model=model, api_path=api_path, gap_ms=gap_ms)
+    engine = make_engine(db)
+    try:
+        upgrade(engine)
+        write_records(engine, loaded.records)
+    finally:
+        engine.dispose()
+    skipped = f" (skipped {loaded.skipped}: no LLM exchange or no body)" if loaded.skipped else ""
+    n = len(loaded.records)
+    click.echo(f"streamtap: imported {n} exchange{'s' if n != 1 else ''} from {file}{skipped}", err=True)
 
 
 @main.command()
