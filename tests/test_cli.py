@@ -18,6 +18,9 @@ COMMANDS = [
     ["mock-upstream"],
     ["dashboard"],
     ["demo"],
+    ["replay"],
+    ["import"],
+    ["prune"],
 ]
 
 

@@ -1,5 +1,6 @@
 """The real dashboard in a real browser: `streamlit run dashboard/app.py -- --db <seeded sqlite>`, opened with
-Playwright and Debian's Chromium. Saves the screenshots in docs/screenshots/."""
+Playwright and Debian's Chromium. Saves the screenshots in tests/artifacts/ (gitignored); with
+STREAMTAP_UPDATE_SCREENSHOTS=1 in docs/screenshots/, where the README shows them."""
 
 from __future__ import annotations
 
@@ -22,7 +23,11 @@ from streamtap.seed import seed_database
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parent.parent
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+SCREENSHOTS = (
+    ROOT / "docs" / "screenshots"
+    if os.environ.get("STREAMTAP_UPDATE_SCREENSHOTS") == "1"
+    else ROOT / "tests" / "artifacts"
+)
 STREAMS = 2000
 WIDTH = 1400
 

@@ -33,6 +33,8 @@ def dashboard_command(*, db: str, host: str, port: int) -> list[str]:
         "false",
         "--global.developmentMode",
         "false",
+        "--client.toolbarMode",
+        "minimal",
         "--",
         "--db",
         db,
