@@ -230,3 +230,32 @@ def test_prune_deletes_old_streams_and_their_events(upstream: MockUpstream, tmp_
         assert prune(engine, before=datetime.now(UTC) - timedelta(days=1)) == 0
     finally:
         engine.dispose()
+
+
+def test_automatic_retention_and_no_per_event_rows(upstream: MockUpstream, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'retention.db'}"
+    with ProxyProcess(db, tmp_path, upstream=upstream.url, metrics=False, extra=["--keep-events=false"]) as p:
+        for i in range(3):
+            stream_once(p.url, str(i))
+        recs = wait_for(
+            lambda: (
+                len(r := [x for x in all_records(db, last=10) if x.outcome is Outcome.COMPLETED]) == 3 and r
+            ),
+            10,
+        )
+    # per-stream timing is kept, per-event rows are not
+    assert all(r.ttft_ms is not None and r.events == () for r in recs)
+    engine = make_engine(db)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE streams SET started_at = :t WHERE id = :id"),
+                {"t": (datetime.now(UTC) - timedelta(days=30)).isoformat(sep=" "), "id": recs[0].id},
+            )
+    finally:
+        engine.dispose()
+    with ProxyProcess(db, tmp_path, upstream=upstream.url, metrics=False, extra=["--retention", "7d"]):
+        left = wait_for(
+            lambda: len(r := all_records(db, last=10)) == 2 and r, 15, what="the old stream pruned"
+        )
+    assert recs[0].id not in {r.id for r in left}

@@ -17,6 +17,7 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 from prometheus_client import CollectorRegistry
 
+from .durations import parse_duration
 from .errors import StreamtapError
 from .metrics import Metrics, build_metrics, serve
 from .privacy import api_key_fingerprint, redact_url, strip_content, strip_start
@@ -81,6 +82,7 @@ class StreamtapAddon:
         self._metrics_server: Any = None
         self._taps: dict[str, StreamTap] = {}
         self._running = False
+        self._retention: Any = None
         self.instance = ""
 
     # -- options ---------------------------------------------------------------------------------------
@@ -130,6 +132,12 @@ class StreamtapAddon:
             choices=("full", "metadata"),
         )
         loader.add_option(
+            "streamtap_retention",
+            str,
+            "",
+            "Delete recorded streams older than this (e.g. 7d), checked every few minutes; empty keeps all.",
+        )
+        loader.add_option(
             "streamtap_keep_events",
             bool,
             True,
@@ -145,6 +153,11 @@ class StreamtapAddon:
                 make_engine(opts.streamtap_db).dispose()  # validates the URL; does not connect
             except StreamtapError as e:
                 raise exceptions.OptionsError(f"streamtap_db: {e}") from e
+        if "streamtap_retention" in updated and opts.streamtap_retention:
+            try:
+                parse_duration(opts.streamtap_retention)
+            except StreamtapError as e:
+                raise exceptions.OptionsError(f"streamtap_retention: {e}") from e
         for name in ("streamtap_max_models", "streamtap_queue_size", "streamtap_metrics_port"):
             if name in updated and getattr(opts, name) < 0:
                 raise exceptions.OptionsError(f"{name} must not be negative")
@@ -199,6 +212,14 @@ class StreamtapAddon:
             raise exceptions.OptionsError(f"streamtap_db: {e}") from e
         if self.recorder is not None:
             self.recorder.close()
+        if self._retention is not None:
+            self._retention.stop()
+            self._retention = None
+        if opts.streamtap_retention:
+            from .maintenance import RetentionThread
+
+            self._retention = RetentionThread(engine, parse_duration(opts.streamtap_retention))
+            self._retention.start()
         metrics = self.metrics
         assert metrics is not None
         self.recorder = Recorder(
@@ -288,6 +309,9 @@ class StreamtapAddon:
         if self.recorder is not None:
             self.recorder.close()
             self.recorder = None
+        if self._retention is not None:
+            self._retention.stop()
+            self._retention = None
         self._stop_metrics_server()
 
     # -- internals -------------------------------------------------------------------------------------

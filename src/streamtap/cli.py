@@ -7,24 +7,15 @@ import re
 import socket
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 
+from .durations import parse_duration
 from .errors import ConfigError, StreamtapError
 
 DEFAULT_DB = "sqlite:///streamtap.db"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> timedelta:
-    """'90s', '15m', '1h', '7d', '2w' (a bare number is seconds)."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ConfigError(f"bad duration {text!r}: use e.g. 90s, 15m, 1h, 7d")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
 
 
 def check_port_free(host: str, port: int, what: str) -> None:
@@ -108,10 +99,16 @@ def main() -> None:
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
 @click.option("--instance", default="", help="Name of this proxy in a shared store [default: host:port].")
 @click.option(
-    "--keep-events/--no-keep-events",
+    "--keep-events",
+    type=click.BOOL,
     default=True,
     show_default=True,
-    help="Store one row per event (off: per-stream timings only).",
+    metavar="true|false",
+    help="Store one row per event (false: per-stream timings only, for very high volume).",
+)
+@click.option("--no-keep-events", "no_keep_events", is_flag=True, hidden=True)
+@click.option(
+    "--retention", help="Delete streams older than this, automatically (e.g. 7d; default: keep all)."
 )
 @click.option(
     "--capture",
@@ -139,6 +136,8 @@ def proxy(
     metrics_host: str,
     instance: str,
     keep_events: bool,
+    no_keep_events: bool,
+    retention: str | None,
     capture: str,
     max_models: int,
     quiet: bool,
@@ -155,6 +154,8 @@ def proxy(
             raise ConfigError(f"bad --upstream {upstream!r}: expected http(s)://host[:port]")
     elif upstream:
         raise ConfigError("--upstream is for reverse mode; in regular mode clients choose the host")
+    if retention:
+        parse_duration(retention)
     check_port_free(listen_host, listen_port, "listen")
     if metrics_port:
         check_port_free(metrics_host, metrics_port, "metrics")
@@ -168,7 +169,8 @@ def proxy(
         "streamtap_metrics_port": metrics_port,
         "streamtap_metrics_host": metrics_host,
         "streamtap_instance": instance,
-        "streamtap_keep_events": keep_events,
+        "streamtap_keep_events": keep_events and not no_keep_events,
+        "streamtap_retention": retention or "",
         "streamtap_capture": capture,
         "streamtap_max_models": max_models,
     }

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -34,3 +36,33 @@ def prune(engine: sa.Engine, *, before: datetime, batch: int = 1000, pause: floa
         deleted += len(ids)
         if pause:
             time.sleep(pause)  # let a busy writer in between batches
+
+
+class RetentionThread:
+    """`--retention`: prunes streams older than `keep` every `interval` seconds, off the event loop."""
+
+    def __init__(self, engine: sa.Engine, keep: timedelta, *, interval: float = 300.0) -> None:
+        self._engine = engine
+        self._keep = keep
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="streamtap-retention", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        log = logging.getLogger("streamtap")
+        while True:
+            try:
+                n = prune(self._engine, before=datetime.now(UTC) - self._keep, pause=0.05)
+                if n:
+                    log.info("streamtap: retention deleted %d streams older than %s", n, self._keep)
+            except Exception as e:  # the database may be away for a while: try again next round
+                log.warning("streamtap: retention could not prune: %s", e)
+            if self._stop.wait(self._interval):
+                return
