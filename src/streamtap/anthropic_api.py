@@ -23,17 +23,18 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chat import Interpretation, error_text, parse_usage
-from .records import Choice, EventKind, ToolCall, Usage
+from .chat import error_text, parse_usage
+from .records import Choice, Usage
+from .semantics import COMMENT as _COMMENT
+from .semantics import CONTENT as _CONTENT
+from .semantics import DATA as _DATA
+from .semantics import DONE as _DONE
+from .semantics import ERROR as _ERROR
+from .semantics import MALFORMED as _MALFORMED
+from .semantics import TOKENS as _TOKENS
+from .semantics import Interpretation
+from .semantics import ToolCallBuilder as _Tool
 from .sse import ItemKind, SSEItem
-
-_COMMENT = Interpretation(EventKind.COMMENT)
-_DONE = Interpretation(EventKind.DONE)
-_ERROR = Interpretation(EventKind.ERROR)
-_MALFORMED = Interpretation(EventKind.MALFORMED)
-_DATA = Interpretation(EventKind.DATA)
-_TOKENS = Interpretation(EventKind.DATA, tokens=True)
-_CONTENT = Interpretation(EventKind.DATA, tokens=True, content=True)
 
 _TOOL_BLOCKS = ("tool_use", "server_tool_use", "mcp_tool_use")
 _NORMALIZED = {
@@ -66,14 +67,6 @@ def _str(value: object) -> str | None:
 
 def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-@dataclass(slots=True)
-class _Tool:
-    index: int
-    id: str | None = None
-    name: str | None = None
-    arguments: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -289,7 +282,7 @@ class AnthropicInterpreter:
                 content=text or None,
                 reasoning_content="\n\n".join(thinking) or None,
                 refusal=None,
-                tool_calls=tuple(ToolCall(t.index, t.id, t.name, "".join(t.arguments)) for t in self._tools),
+                tool_calls=tuple(t.freeze() for t in self._tools),
                 finish_reason=self._stop_reason,
             ),
         )

@@ -22,16 +22,17 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .records import Choice, EventKind, ToolCall, Usage
+from .records import Choice, Usage
+from .semantics import COMMENT as _COMMENT
+from .semantics import CONTENT as _CONTENT
+from .semantics import DATA as _DATA
+from .semantics import DONE as _DONE
+from .semantics import ERROR as _ERROR
+from .semantics import MALFORMED as _MALFORMED
+from .semantics import TOKENS as _TOKENS
+from .semantics import Interpretation
+from .semantics import ToolCallBuilder as _ToolCallAcc
 from .sse import ItemKind, SSEItem
-
-
-@dataclass(slots=True)
-class _ToolCallAcc:
-    index: int
-    id: str | None = None
-    name: str | None = None
-    arguments: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -50,30 +51,9 @@ class _ChoiceAcc:
             content="".join(self.content) if self.content else None,
             reasoning_content="".join(self.reasoning) if self.reasoning else None,
             refusal="".join(self.refusal) if self.refusal else None,
-            tool_calls=tuple(
-                ToolCall(t.index, t.id, t.name, "".join(t.arguments))
-                for _, t in sorted(self.tool_calls.items())
-            ),
+            tool_calls=tuple(t.freeze() for _, t in sorted(self.tool_calls.items())),
             finish_reason=self.finish_reason,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Interpretation:
-    """What one SSE item means."""
-
-    kind: EventKind
-    tokens: bool = False  # carries generated text
-    content: bool = False  # carries non-empty `content`
-
-
-_COMMENT = Interpretation(EventKind.COMMENT)
-_DONE = Interpretation(EventKind.DONE)
-_ERROR = Interpretation(EventKind.ERROR)
-_MALFORMED = Interpretation(EventKind.MALFORMED)
-_DATA = Interpretation(EventKind.DATA)
-_TOKENS = Interpretation(EventKind.DATA, tokens=True)
-_CONTENT = Interpretation(EventKind.DATA, tokens=True, content=True)
 
 
 def _int(value: object) -> int | None:

@@ -6,9 +6,10 @@ import json
 from typing import Any, Protocol
 
 from .anthropic_api import AnthropicInterpreter
-from .chat import ChatInterpreter, Interpretation
+from .chat import ChatInterpreter
 from .records import Choice, Usage
 from .responses_api import ResponsesInterpreter
+from .semantics import Interpretation
 from .sse import ItemKind, SSEItem
 
 OPENAI_CHAT = "openai.chat"

@@ -21,17 +21,18 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chat import Interpretation, error_text, parse_usage
-from .records import Choice, EventKind, ToolCall, Usage
+from .chat import error_text, parse_usage
+from .records import Choice, EventKind, Usage
+from .semantics import COMMENT as _COMMENT
+from .semantics import CONTENT as _CONTENT
+from .semantics import DATA as _DATA
+from .semantics import DONE as _DONE
+from .semantics import ERROR as _ERROR
+from .semantics import MALFORMED as _MALFORMED
+from .semantics import TOKENS as _TOKENS
+from .semantics import Interpretation
+from .semantics import ToolCallBuilder as _Tool
 from .sse import ItemKind, SSEItem
-
-_COMMENT = Interpretation(EventKind.COMMENT)
-_DONE = Interpretation(EventKind.DONE)
-_ERROR = Interpretation(EventKind.ERROR)
-_MALFORMED = Interpretation(EventKind.MALFORMED)
-_DATA = Interpretation(EventKind.DATA)
-_TOKENS = Interpretation(EventKind.DATA, tokens=True)
-_CONTENT = Interpretation(EventKind.DATA, tokens=True, content=True)
 
 # `incomplete_details.reason` in chat-completion terms, so the metrics see one vocabulary.
 _INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
@@ -54,14 +55,6 @@ class _Part:
 
     kind: str
     pieces: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _Tool:
-    index: int
-    id: str | None = None
-    name: str | None = None
-    arguments: list[str] = field(default_factory=list)
 
 
 def _finish_reason(response: dict[str, Any], made_tool_calls: bool, status: object = None) -> str | None:
@@ -327,7 +320,7 @@ class ResponsesInterpreter:
                 # summary parts are separate paragraphs, each opening with its own bold title
                 reasoning_content="\n\n".join(texts[_REASONING]) or None,
                 refusal="".join(texts[_REFUSAL]) or None,
-                tool_calls=tuple(ToolCall(t.index, t.id, t.name, "".join(t.arguments)) for t in self._tools),
+                tool_calls=tuple(t.freeze() for t in self._tools),
                 finish_reason=self._finish_reason,
             ),
         )
