@@ -191,8 +191,13 @@ class ChatInterpreter:
         return tokens, content
 
     def _feed_delta(self, acc: _ChoiceAcc, delta: dict[str, Any]) -> tuple[bool, bool]:
-        tokens = content = False
         value = delta.get("content")
+        if len(delta) == 1 and type(value) is str:  # nearly every chunk: `{"content": "..."}` alone
+            if value:
+                acc.content.append(value)
+                return True, True
+            return False, False
+        tokens = content = False
         if isinstance(value, str):
             if value:
                 acc.content.append(value)

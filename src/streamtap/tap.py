@@ -144,16 +144,21 @@ class StreamTap:
             self._body += data[:room]
 
     def _items(self, items: list[SSEItem], now: float) -> None:
+        if not items:
+            return
         events = self._events
+        feed = self.chat.feed
+        # Every item of one read arrived at `now`: the first one's gap is since the previous read, the
+        # others' is 0.
+        t_ms = _ms(now, self.t0)
+        gap = None if self._last_t is None else (now - self._last_t) * 1000.0
         for item in items:
             if item.kind is ItemKind.PADDING and events:
                 # blank lines after the last event belong to it (alone, they are all the body had)
                 last = events[-1]
                 events[-1] = dataclasses.replace(last, raw=last.raw + item.raw)
                 continue
-            meaning = self.chat.feed(item)
-            t_ms = _ms(now, self.t0)
-            gap = None if self._last_t is None else (now - self._last_t) * 1000.0
+            meaning = feed(item)
             self._last_t = now
             if meaning.tokens and self.ttft is None:
                 self.ttft = now
@@ -161,16 +166,17 @@ class StreamTap:
                 self.ttfc = now
             events.append(
                 EventRecord(
-                    seq=len(events),
-                    t_ms=t_ms,
-                    gap_ms=gap,
-                    kind=meaning.kind,
-                    data=item.data if item.kind is not ItemKind.PADDING else None,
-                    raw=item.raw,
-                    event=item.event,
-                    tokens=meaning.tokens,
+                    len(events),
+                    t_ms,
+                    gap,
+                    meaning.kind,
+                    item.data if item.kind is not ItemKind.PADDING else None,
+                    item.raw,
+                    item.event,
+                    meaning.tokens,
                 )
             )
+            gap = 0.0
 
     # -- the end -------------------------------------------------------------------------------------
     def finish(
