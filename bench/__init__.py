@@ -1,0 +1,1 @@
+"""Benchmarks of streamtap against a direct connection and bare mitmproxy (`python -m bench.run`)."""

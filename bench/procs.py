@@ -1,0 +1,306 @@
+"""The proxies under test, each in its own process bound to 127.0.0.1, optionally pinned with taskset."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# The CPUs this process could use when it started, before the load client pinned itself to one of them
+# (children inherit that narrower affinity, so the proxy's CPU must be checked against this).
+CPUS = frozenset(os.sched_getaffinity(0))
+
+
+def pin(cpu: int | None) -> list[str]:
+    """A `taskset -c CPU` prefix, when taskset exists and the CPU is ours to use."""
+    if cpu is None or shutil.which("taskset") is None or cpu not in CPUS:
+        return []
+    return ["taskset", "-c", str(cpu)]
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time the process has used, all its live threads (nanosecond schedstat, not 10 ms ticks)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended meanwhile
+    return total / 1e9
+
+
+def _busy_seconds() -> float:
+    """CPU time all CPUs spent busy since boot (from /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user, nice, system, steal: irq and softirq time is left out, as it is mostly our own loopback traffic
+    # and not charged to our processes
+    user, nice, system = fields[0], fields[1], fields[2]
+    steal = fields[7] if len(fields) > 7 else 0
+    return (user + nice + system + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class Foreign:
+    """How much CPU processes other than ours used while a measure ran: the noise on a shared machine."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self._start = self._read()
+
+    def _read(self) -> tuple[float, float, float]:
+        ours = sum(cpu_seconds(p) for p in self.pids if os.path.exists(f"/proc/{p}"))
+        me = os.times()
+        return time.monotonic(), _busy_seconds(), ours + me.user + me.system
+
+    def share(self) -> float:
+        """Other processes' CPU time / (wall time x CPUs), since this object was made."""
+        t1, busy1, ours1 = self._read()
+        t0, busy0, ours0 = self._start
+        wall = (t1 - t0) * (os.cpu_count() or 1)
+        return max(0.0, (busy1 - busy0) - (ours1 - ours0)) / wall if wall > 0 else 0.0
+
+
+class Proc:
+    """A server process that is up once `port` accepts connections."""
+
+    name = "proc"
+
+    def __init__(self, args: list[str], port: int, workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.args, self.port, self.workdir = args, port, workdir
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+            self.env.pop(var, None)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / f"{self.name}-{port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def launch(self) -> Proc:
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            self.args, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir, env=self.env
+        )
+        return self
+
+    def wait_up(self, timeout: float = 60.0) -> Proc:
+        deadline = time.monotonic() + timeout
+        assert self.proc is not None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.output()[-3000:]}"
+                )
+            if _port_open(self.port):
+                return self
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name} did not listen on {self.port} within {timeout}s")
+
+    # -- the diagnostic addon (bench/probe_addon.py) --
+    probe_flag = ("-s",)
+
+    def enable_probe(self) -> Proc:
+        """Load bench/probe_addon.py into the proxy (call before launch())."""
+        self.probe_out = self.workdir / f"probe-{self.name}-{self.port}.json"
+        self.env["BENCH_PROBE_OUT"] = str(self.probe_out)
+        script = str(BENCH / "probe_addon.py")
+        self.args += ["-s", script] if self.probe_flag == ("-s",) else ["--set", f"scripts={script}"]
+        return self
+
+    def probe_start(self) -> None:
+        self.proc.send_signal(signal.SIGUSR2)  # type: ignore[union-attr]
+
+    def probe_read(self, timeout: float = 10.0) -> dict[str, list[Any]]:
+        self.probe_out.unlink(missing_ok=True)
+        self.proc.send_signal(signal.SIGUSR1)  # type: ignore[union-attr]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                return dict(json.loads(self.probe_out.read_text()))
+            except (OSError, ValueError):
+                time.sleep(0.05)
+        raise TimeoutError(f"{self.name}: no probe output")
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        log = getattr(self, "_log", None)
+        if log is not None:
+            log.close()
+
+
+def _mitmdump() -> list[str]:
+    exe = Path(sys.executable).with_name("mitmdump")
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
+
+
+class BareMitmproxy(Proc):
+    """`mitmdump -s bench/bare_addon.py --mode reverse:URL`: streaming on, nothing else."""
+
+    name = "bare"
+
+    def __init__(self, upstream: str, workdir: Path, cpu: int | None = None) -> None:
+        port = free_port()
+        args = [
+            *pin(cpu),
+            *_mitmdump(),
+            "-q",
+            "-s",
+            str(BENCH / "bare_addon.py"),
+            "--mode",
+            f"reverse:{upstream}",
+            "--listen-host",
+            "127.0.0.1",
+            "--listen-port",
+            str(port),
+            "--set",
+            "anticomp=false",  # as streamtap sets it
+        ]
+        super().__init__(args, port, workdir)
+
+
+class StreamtapProxy(Proc):
+    """`python -m streamtap proxy` recording to `db` (metrics endpoint on, as deployed)."""
+
+    name = "streamtap"
+    probe_flag = ("--set",)
+
+    def __init__(
+        self,
+        upstream: str,
+        workdir: Path,
+        db: str,
+        cpu: int | None = None,
+        env: dict[str, str] | None = None,
+        name: str = "streamtap",
+    ) -> None:
+        port = free_port()
+        self.db = db
+        self.name = name
+        args = [
+            *pin(cpu),
+            sys.executable,
+            "-m",
+            "streamtap",
+            "proxy",
+            "-q",
+            "--upstream",
+            upstream,
+            "--listen-port",
+            str(port),
+            "--db",
+            db,
+            "--metrics-port",
+            str(free_port()),
+            "--instance",
+            f"bench-{port}",
+        ]
+        super().__init__(args, port, workdir, env)
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "-"
+
+    import sqlite3
+
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        commit = (commit + (" + uncommitted changes in src/" if dirty else "")) or "-"
+    except (OSError, subprocess.TimeoutExpired):
+        commit = "-"
+
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "mitmproxy": version("mitmproxy"),
+        "streamtap": f"{version('streamtap')} @ {commit}",
+        "sqlalchemy": version("sqlalchemy"),
+        "sqlite": sqlite3.sqlite_version,
+        "psycopg": version("psycopg"),
+        "taskset": "yes" if shutil.which("taskset") else "no",
+    }
