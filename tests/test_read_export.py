@@ -19,7 +19,7 @@ from streamtap.records import Choice, EventKind, EventRecord, Outcome, StreamRec
 
 MakeRecord = Callable[..., StreamRecord]
 EventsFromBody = Callable[..., tuple[EventRecord, ...]]
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "sse-corpus"
+CORPUS = Path(__file__).resolve().parent / "fixtures" / "corpus"  # verbatim copies of ../shared/sse-corpus
 
 
 def _store(engine: sa.Engine, records: list[StreamRecord]) -> None:
