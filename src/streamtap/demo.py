@@ -134,12 +134,16 @@ def run_demo(
             str(metrics_port),
             "--quiet",
         ],
+        # its own session: Ctrl-C reaches the demo only, which stops the traffic first, then the proxy
+        start_new_session=True,
     )
     dashboard = (
         start_dashboard(db=db, host="127.0.0.1", port=dashboard_port, quiet=True) if dashboard_port else None
     )
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    traffic: threading.Thread | None = None
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C even when started with SIGINT ignored (nohup, &)
+        signal.signal(sig, lambda *_: stop.set())
     base_url = f"http://127.0.0.1:{listen_port}/v1"
     try:
         _wait_port(listen_port, proxy)
@@ -172,6 +176,8 @@ def run_demo(
         pass
     finally:
         stop.set()
+        if traffic is not None:
+            traffic.join(timeout=10)  # open streams end before the proxy does
         for child in (proxy, dashboard):
             if child is not None and child.poll() is None:
                 child.send_signal(signal.SIGTERM)

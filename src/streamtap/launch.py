@@ -44,7 +44,13 @@ def dashboard_command(*, db: str, host: str, port: int) -> list[str]:
 def start_dashboard(*, db: str, host: str, port: int, quiet: bool = False) -> subprocess.Popen[bytes]:
     env = dict(os.environ, STREAMTAP_DB=db)
     out = subprocess.DEVNULL if quiet else None
-    return subprocess.Popen(dashboard_command(db=db, host=host, port=port), env=env, stdout=out, stderr=out)
+    return subprocess.Popen(
+        dashboard_command(db=db, host=host, port=port),
+        env=env,
+        stdout=out,
+        stderr=out,
+        start_new_session=quiet,
+    )
 
 
 def run_dashboard(*, db: str, host: str, port: int) -> int:
