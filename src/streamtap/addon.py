@@ -33,17 +33,16 @@ LLM_PATHS = ("/chat/completions", "/completions", "/responses", "/messages", "/c
 MAX_REQUEST_BODY = 1 << 20
 
 
-def _request_model(body: bytes) -> tuple[str | None, Any]:
+def _request_model(body: bytes) -> str | None:
+    """The `model` of a JSON request body, if it has one."""
     if not body or len(body) > 8 * MAX_REQUEST_BODY:
-        return None, None
+        return None
     try:
         obj = json.loads(body)
     except (ValueError, RecursionError):
-        return None, None
-    if not isinstance(obj, dict):
-        return None, None
-    model = obj.get("model")
-    return (model if isinstance(model, str) else None), obj
+        return None
+    model = obj.get("model") if isinstance(obj, dict) else None
+    return model if isinstance(model, str) else None
 
 
 class _Tee:
@@ -327,7 +326,7 @@ class StreamtapAddon:
     def _open(self, flow: http.HTTPFlow, t0: float) -> StreamTap:
         req = flow.request
         body = req.get_content(strict=False) or b""
-        model, _ = _request_model(body)
+        model = _request_model(body)
         start = StreamStart(
             id=uuid.uuid4().hex,
             started_at=datetime.now(UTC),
