@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -151,6 +152,42 @@ class ProxyProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def find_record(
+    db_url: str, match: Callable[[Any], bool], *, last: int = 50, timeout: float = 20, what: str = ""
+) -> Any:
+    """Poll the database until one of the `last` newest finished records matches, and return it."""
+    from sqlalchemy.orm import Session
+
+    from streamtap import read
+    from streamtap.db.engine import make_engine
+    from streamtap.records import Outcome
+
+    engine = make_engine(db_url)
+
+    def find() -> Any:
+        with Session(engine) as session:
+            for rec in read.get_streams(session, last=last):
+                if rec.outcome is not Outcome.IN_PROGRESS and match(rec):
+                    return rec
+        return None
+
+    try:
+        return wait_for(find, timeout, what=what or "a matching record")
+    finally:
+        engine.dispose()
+
+
+def carries(completion_id: str, *, head: int | None = None) -> Callable[[Any], bool]:
+    """Matches the record whose body (its first `head` events, or all of it) holds this completion id."""
+    needle = completion_id.encode()
+
+    def match(rec: Any) -> bool:
+        events = rec.events if head is None else rec.events[:head]
+        return any(needle in e.raw for e in events) or needle in (rec.response_body or "").encode()
+
+    return match
 
 
 def pg_available() -> bool:

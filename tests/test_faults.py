@@ -12,11 +12,8 @@ import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy.orm import Session
 
-from harness import ProxyProcess, run_cli, wait_for
-from streamtap import read
-from streamtap.db.engine import make_engine
+from harness import ProxyProcess, carries, find_record, run_cli, wait_for
 from streamtap.mock_upstream import MockUpstream
 from streamtap.records import Outcome, StreamRecord
 
@@ -37,21 +34,11 @@ def proxy(upstream: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 def record_of(proxy: ProxyProcess, completion_id: str) -> StreamRecord:
-    engine = make_engine(proxy.db_url)
-
-    def find() -> StreamRecord | None:
-        with Session(engine) as session:
-            for rec in read.get_streams(session, last=30):
-                if rec.outcome is not Outcome.IN_PROGRESS and any(
-                    completion_id.encode() in e.raw for e in rec.events[:3]
-                ):
-                    return rec
-        return None
-
-    try:
-        return wait_for(find, 20, what=f"the record of {completion_id}")
-    finally:
-        engine.dispose()
+    # the id is in the first events: no need to scan a 10 MiB one
+    rec: StreamRecord = find_record(
+        proxy.db_url, carries(completion_id, head=3), last=30, what=f"the record of {completion_id}"
+    )
+    return rec
 
 
 def metric(proxy: ProxyProcess, name: str) -> float:
@@ -92,17 +79,7 @@ def test_502_is_an_http_error_with_its_body(proxy: ProxyProcess) -> None:
             extra_headers={"x-mock-fault": "http-502"},
         )
     assert err.value.status_code == 502
-    engine = make_engine(proxy.db_url)
-    try:
-
-        def find() -> StreamRecord | None:
-            with Session(engine) as session:
-                recs = [r for r in read.get_streams(session, last=30) if r.status_code == 502]
-                return recs[0] if recs else None
-
-        rec = wait_for(find, 20, what="the 502 record")
-    finally:
-        engine.dispose()
+    rec = find_record(proxy.db_url, lambda r: r.status_code == 502, last=30, what="the 502 record")
     assert rec.outcome is Outcome.HTTP_ERROR and rec.status_code == 502
     assert rec.error is not None and rec.error.startswith("HTTP 502")
 

@@ -20,7 +20,7 @@ import openai
 import pytest
 from sqlalchemy.orm import Session
 
-from harness import ProxyProcess, run_cli, wait_for
+from harness import ProxyProcess, carries, find_record, run_cli, wait_for
 from streamtap import read
 from streamtap.db.engine import make_engine
 from streamtap.mock_upstream import MockUpstream
@@ -63,22 +63,10 @@ def client(proxy: ProxyProcess) -> Iterator[openai.OpenAI]:
 
 def recorded(db_url: str, completion_id: str, timeout: float = 15) -> StreamRecord:
     """The finished record of the exchange whose body carries this completion id."""
-    engine = make_engine(db_url)
-
-    def find() -> StreamRecord | None:
-        with Session(engine) as session:
-            for rec in read.get_streams(session, last=50):
-                if rec.outcome is Outcome.IN_PROGRESS:
-                    continue
-                body = b"".join(e.raw for e in rec.events) + (rec.response_body or "").encode()
-                if completion_id.encode() in body:
-                    return rec
-        return None
-
-    try:
-        return wait_for(find, timeout, what=f"the record of {completion_id}")
-    finally:
-        engine.dispose()
+    rec: StreamRecord = find_record(
+        db_url, carries(completion_id), timeout=timeout, what=f"the record of {completion_id}"
+    )
+    return rec
 
 
 def sent_gaps_ms(upstream: MockUpstream, completion_id: str) -> list[float]:
@@ -357,19 +345,14 @@ def test_faults_are_recorded_with_their_outcome(
 
 
 def recorded_by_status(db_url: str, status: int) -> StreamRecord:
-    engine = make_engine(db_url)
-
-    def find() -> StreamRecord | None:
-        with Session(engine) as session:
-            for rec in read.get_streams(session, last=20):
-                if rec.status_code == status and rec.outcome is Outcome.HTTP_ERROR:
-                    return rec
-        return None
-
-    try:
-        return wait_for(find, 15, what=f"an http_error record with status {status}")
-    finally:
-        engine.dispose()
+    rec: StreamRecord = find_record(
+        db_url,
+        lambda r: r.status_code == status and r.outcome is Outcome.HTTP_ERROR,
+        last=20,
+        timeout=15,
+        what=f"an http_error record with status {status}",
+    )
+    return rec
 
 
 def test_client_disconnect_mid_stream(proxy: ProxyProcess, upstream: MockUpstream, db_url: str) -> None:
