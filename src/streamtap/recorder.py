@@ -17,7 +17,7 @@ from .db.engine import describe_error
 from .db.models import Stream, StreamEvent
 from .errors import DatabaseError
 from .export import choice_to_dict
-from .records import Outcome, StreamRecord, StreamStart, Usage
+from .records import EventKind, Outcome, StreamRecord, StreamStart, Usage
 
 log = logging.getLogger("streamtap.recorder")
 
@@ -26,9 +26,7 @@ BACKOFF_MAX = 5.0
 
 _streams = cast(sa.Table, Stream.__table__)
 _events = cast(sa.Table, StreamEvent.__table__)
-# The same table without column types: its INSERT hands the rows to the driver as they are, skipping
-# SQLAlchemy's per-value bind processors (bytes and bools need none), the bulk of the cost per event.
-_events_untyped = sa.table("stream_events", *(sa.column(c.name) for c in _events.c))
+_EVENT_COLUMNS = ("stream_id", "seq", "t_ms", "gap_ms", "kind", "event", "tokens", "raw")
 
 Item = tuple[StreamStart | StreamRecord, datetime]
 
@@ -83,6 +81,7 @@ class Recorder:
         self._written = 0
         self._dropped = 0
         self._start_stmt, self._upsert_stmt = _statements(engine.dialect.name)
+        self._events_sql = _events_insert(engine.dialect)
 
     @property
     def depth(self) -> int:
@@ -262,7 +261,7 @@ class Recorder:
     def _write(self, items: Sequence[Item]) -> int:
         starts: list[dict[str, Any]] = []
         finished: dict[str, dict[str, Any]] = {}  # by id: a record submitted twice is written once, the last
-        events: dict[str, list[dict[str, Any]]] = {}
+        events: dict[str, list[tuple[Any, ...]]] = {}
         for obj, submitted_at in items:
             if isinstance(obj, StreamStart):
                 starts.append(_start_row(obj))
@@ -280,7 +279,9 @@ class Recorder:
                     # Makes a repeated record replace its events instead of colliding with them.
                     conn.execute(sa.delete(_events).where(_events.c.stream_id.in_(list(finished))))
             if event_rows:
-                conn.execute(sa.insert(_events_untyped), event_rows)
+                # Straight to the driver's executemany: no per-row work in SQLAlchemy, and sqlite3 runs
+                # the whole loop in C with the GIL released around each step, so the event loop keeps it.
+                conn.exec_driver_sql(self._events_sql, event_rows)
         return len(finished)
 
 
@@ -296,6 +297,13 @@ def mark_interrupted(engine: sa.Engine, proxy_instance: str) -> int:
             return conn.execute(stmt).rowcount
     except sa.exc.DBAPIError as e:
         raise DatabaseError(f"cannot mark interrupted streams: {describe_error(e)}") from e
+
+
+def _events_insert(dialect: sa.Dialect) -> str:
+    """INSERT of one event row as positional parameters, in the driver's own placeholder style."""
+    mark = "?" if dialect.paramstyle in ("qmark", "numeric") else "%s"
+    columns = ", ".join(_EVENT_COLUMNS)
+    return f"INSERT INTO stream_events ({columns}) VALUES ({', '.join([mark] * len(_EVENT_COLUMNS))})"
 
 
 def _statements(dialect: str) -> tuple[sa.Executable, sa.Executable]:
@@ -404,18 +412,21 @@ def _record_row(rec: StreamRecord, submitted_at: datetime) -> dict[str, Any]:
     )
 
 
-def _event_rows(rec: StreamRecord) -> list[dict[str, Any]]:
+def _event_rows(rec: StreamRecord) -> list[tuple[Any, ...]]:
     sid = rec.id
     return [
-        {
-            "stream_id": sid,
-            "seq": e.seq,
-            "t_ms": e.t_ms,
-            "gap_ms": e.gap_ms,
-            "kind": e.kind.value,
-            "event": e.event.replace("\x00", "\ufffd") if e.event else e.event,
-            "tokens": e.tokens,
-            "raw": e.raw,
-        }
+        (
+            sid,
+            e.seq,
+            e.t_ms,
+            e.gap_ms,
+            _KIND[e.kind],
+            e.event.replace("\x00", "\ufffd") if e.event else e.event,
+            e.tokens,
+            e.raw,
+        )
         for e in rec.events
     ]
+
+
+_KIND = {kind: kind.value for kind in EventKind}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 _LINE_END = re.compile(rb"[\r\n]")
 _BOM = b"\xef\xbb\xbf"
 _CR = 0x0D
+_CR_BYTE = b"\r"
 _LF = 0x0A
 
 
@@ -67,6 +68,8 @@ class SSEDecoder:
             if skip:
                 self._raw += _BOM
                 del buf[:skip]
+        if _CR_BYTE not in buf:
+            return self._feed_lf(buf)
         out: list[SSEItem] = []
         start = 0
         n = len(buf)
@@ -85,6 +88,63 @@ class SSEDecoder:
         if start:
             del buf[:start]
         return out
+
+    def _feed_lf(self, buf: bytearray) -> list[SSEItem]:
+        """`feed` when the buffer holds no CR, as nearly every server sends it: then only LF ends a line
+        ("a single U+000A LINE FEED (LF) character", WHATWG HTML 9.2.5), and each item's bytes are one slice
+        of the buffer, cut once instead of line by line. Returns exactly what the general path would."""
+        out: list[SSEItem] = []
+        find = buf.find
+        start = 0  # the next line
+        taken = 0  # bytes before this are in items already returned, or in `_raw`
+        while (end := find(b"\n", start)) >= 0:
+            stop = end + 1
+            if end == start:  # a blank line: dispatch
+                self._fields = False
+                if self._data:
+                    out.append(
+                        SSEItem(
+                            ItemKind.EVENT,
+                            self._take_raw_to(buf, taken, stop),
+                            "\n".join(self._data),
+                            self._event or None,
+                            self._last_id,
+                            self._retry,
+                        )
+                    )
+                    taken = stop
+                    self._data = []
+                # else: "set the data buffer and the event type buffer to the empty string and return";
+                # the blank line's bytes stay with the next item
+                self._event = None
+                self._retry = None
+            else:
+                text = buf[start:end].decode("utf-8", "replace")
+                if text[0] == ":":
+                    comment = text[1:]
+                    if comment.startswith(" "):
+                        comment = comment[1:]
+                    if self._fields:  # inside an event: its bytes stay with the event (see `_line`)
+                        raw = b""
+                    else:
+                        raw = self._take_raw_to(buf, taken, stop)
+                        taken = stop
+                    out.append(SSEItem(ItemKind.COMMENT, raw, comment))
+                else:
+                    self._field(text)
+            start = stop
+        if taken < start:
+            self._raw += buf[taken:start]
+        if start:
+            del buf[:start]
+        return out
+
+    def _take_raw_to(self, buf: bytearray, taken: int, stop: int) -> bytes:
+        """The pending item's bytes: what `_raw` holds from earlier reads, then `buf[taken:stop]`."""
+        if self._raw:
+            self._raw += buf[taken:stop]
+            return self._take_raw()
+        return bytes(buf[taken:stop])
 
     def flush(self) -> list[SSEItem]:
         """End of stream. A trailing CR ends its line; an unterminated line or event is not dispatched."""
@@ -124,6 +184,9 @@ class SSEDecoder:
             # one contiguous range of the input, so the items' raw still concatenate to the input.
             out.append(SSEItem(ItemKind.COMMENT, b"" if self._fields else self._take_raw(), comment))
             return
+        self._field(text)
+
+    def _field(self, text: str) -> None:
         self._fields = True
         name, colon, value = text.partition(":")
         if colon and value.startswith(" "):
