@@ -12,10 +12,6 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
 if getattr(sys.modules.get("streamtap"), "__file__", None) == os.path.abspath(__file__):
     del sys.modules["streamtap"]
 
-import prometheus_client  # noqa: E402
-
 from streamtap.addon import StreamtapAddon  # noqa: E402
-
-prometheus_client.disable_created_metrics()
 
 addons = [StreamtapAddon()]

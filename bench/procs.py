@@ -43,27 +43,54 @@ def pin(cpu: int | None) -> list[str]:
     return ["taskset", "-c", str(cpu)]
 
 
+def tree(pid: int) -> list[int]:
+    """`pid` and all its live descendants (streamtap's proxy runs its worker as a child process)."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        try:
+            tasks = os.listdir(f"/proc/{pids[i]}/task")
+        except OSError:
+            tasks = []
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pids[i]}/task/{tid}/children") as f:
+                    pids += [int(c) for c in f.read().split()]
+            except (OSError, ValueError):
+                continue
+        i += 1
+    return pids
+
+
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+    """Resident memory of the process and its descendants."""
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            if p == pid:
+                raise RuntimeError(f"no VmRSS for {pid}") from None
+    return total / 1024
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time the process has used, all its live threads (nanosecond schedstat, not 10 ms ticks)."""
+    """CPU time the process and its descendants have used, all live threads (nanosecond schedstat).
+
+    A descendant that exits takes its CPU time along: measure while they run.
+    """
     total = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0.0
-    for tid in tasks:
+    for p in tree(pid):
         try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue  # the thread ended meanwhile
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{p}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue  # the thread ended meanwhile
     return total / 1e9
 
 

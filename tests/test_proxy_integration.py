@@ -142,8 +142,10 @@ def test_ttft_follows_the_upstream_first_token_delay(
     true_ttft_ms = (log.first_token_at - log.request_received) * 1000
     assert rec.ttft_ms is not None
     assert true_ttft_ms >= 240
-    # the proxy saw the request before the upstream did, and the token after it was sent
-    assert rec.ttft_ms >= true_ttft_ms
+    # The proxy saw the request before the upstream did, and the token after it was sent. The mock
+    # stamps `first_token_at` only once its write() has returned, and the proxy may read the token
+    # before that: a millisecond of slack for that race, far below the 250 ms being measured.
+    assert rec.ttft_ms >= true_ttft_ms - 1.0
     assert rec.ttft_ms - true_ttft_ms < 100  # generous: no timing claims in the test suite, only sanity
 
 

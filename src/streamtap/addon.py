@@ -1,89 +1,76 @@
-"""The mitmproxy addon: wiring between mitmproxy's hooks, the tap, the recorder and the metrics.
+"""The mitmproxy addon: wiring between mitmproxy's hooks and the worker process.
 
-No parsing and no SQL here. Hooks run on mitmproxy's event loop: they only take a monotonic clock reading,
-feed the tap and enqueue; the database is written on the recorder's thread.
+No parsing, no SQL and no metrics here. Hooks run on mitmproxy's event loop: each one takes a monotonic
+clock reading and hands what it saw to the worker channel as one small message (`streamtap.pipeline`);
+the body's chunks go as they were read. The worker process (`streamtap.worker`) decodes, interprets,
+records and serves `/metrics`, so none of that shares this interpreter with the streams.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import logging
+import os
 import socket
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from time import monotonic
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
-from prometheus_client import CollectorRegistry
 
+from .channel import WorkerChannel
 from .durations import parse_duration
 from .errors import StreamtapError
-from .metrics import Metrics, build_metrics, serve
-from .privacy import api_key_fingerprint, redact_url, strip_content, strip_start
-from .records import Outcome, StreamRecord, StreamStart
-from .tap import StreamTap
+from .pipeline import BODY, CHUNK, END, HEADERS, MAX_REQUEST_BODY, START, TAP_ERROR
+from .privacy import api_key_fingerprint, redact_url
+from .records import Outcome
 
 log = logging.getLogger("streamtap")
 
 # Request paths whose exchanges are recorded even when they are not streamed.
 LLM_PATHS = ("/chat/completions", "/completions", "/responses", "/messages", "/complete")
-MAX_REQUEST_BODY = 1 << 20
-
-
-def _request_model(body: bytes) -> str | None:
-    """The `model` of a JSON request body, if it has one."""
-    if not body or len(body) > 8 * MAX_REQUEST_BODY:
-        return None
-    try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    model = obj.get("model") if isinstance(obj, dict) else None
-    return model if isinstance(model, str) else None
+WORKER_NICE = 10  # the worker's CPU priority below the proxy's (STREAMTAP_WORKER_NICE overrides)
+_OPTIONS = (
+    "streamtap_db",
+    "streamtap_metrics_port",
+    "streamtap_metrics_host",
+    "streamtap_instance",
+    "streamtap_max_models",
+    "streamtap_queue_size",
+    "streamtap_capture",
+    "streamtap_retention",
+    "streamtap_keep_events",
+)
 
 
 class _Tee:
-    """`flow.response.stream`: returns every chunk unchanged, feeding a copy to the tap.
+    """`flow.response.stream`: returns every chunk unchanged and passes it on, stamped, to the worker.
 
     mitmproxy calls it once per network read, then once with b"" at the end of the body. It must never
     return b"" for a non-empty chunk: that would end an HTTP/1 chunked response early.
     """
 
-    __slots__ = ("addon", "broken", "tap")
+    __slots__ = ("key", "put")
 
-    def __init__(self, addon: StreamtapAddon, tap: StreamTap) -> None:
-        self.addon = addon
-        self.tap = tap
-        self.broken = False
+    def __init__(self, key: str, put: Any) -> None:
+        self.key = key
+        self.put = put
 
     def __call__(self, chunk: bytes) -> bytes:
-        if not self.broken:
-            now = time.monotonic()
-            try:
-                if chunk:
-                    self.tap.feed(chunk, now)
-                else:
-                    self.tap.end_of_body(now)
-            except Exception:
-                self.broken = True
-                self.addon.tap_failed(self.tap, "while reading the stream")
+        self.put((CHUNK, self.key, monotonic(), chunk))
         return chunk
 
 
 class StreamtapAddon:
     """Records every LLM exchange passing through mitmproxy. Options are `streamtap_*`."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics: Metrics | None = None
-        self.recorder: Any = None
-        self._metrics_server: Any = None
-        self._taps: dict[str, StreamTap] = {}
+    def __init__(self) -> None:
+        self.channel: WorkerChannel | None = None
+        self._keys: dict[str, str] = {}  # flow id -> stream id, while the exchange is open
+        self._put: Any = None
         self._running = False
-        self._retention: Any = None
         self.instance = ""
 
     # -- options ---------------------------------------------------------------------------------------
@@ -162,217 +149,153 @@ class StreamtapAddon:
         for name in ("streamtap_max_models", "streamtap_queue_size", "streamtap_metrics_port"):
             if name in updated and getattr(opts, name) < 0:
                 raise exceptions.OptionsError(f"{name} must not be negative")
-        if not self._running:
-            return  # everything starts in running(), once all options are set
-        if updated & {"streamtap_metrics_port", "streamtap_metrics_host"}:
-            self._start_metrics_server()
-        if updated & {"streamtap_db", "streamtap_queue_size", "streamtap_keep_events", "streamtap_instance"}:
-            self._start_recorder()
+        if self._running and updated & set(_OPTIONS):
+            # A new worker for the new settings; exchanges open meanwhile are recorded as interrupted.
+            self._stop_worker()
+            self._start_worker()
 
     def running(self) -> None:
-        """The proxy is up and every option is set: open the database and the metrics endpoint."""
-        opts = ctx.options
+        """The proxy is up and every option is set: start the worker (database, metrics endpoint)."""
         self._running = True
-        self.metrics = build_metrics(self.registry, max_models=opts.streamtap_max_models)
-        try:
-            self._start_metrics_server()
-            self._start_recorder()
-        except exceptions.OptionsError as e:
-            # logged as an error during start-up, mitmproxy's errorcheck exits with status 1
-            log.error(str(e))
-        # What is loaded by now (mitmproxy, SQLAlchemy, Alembic, Prometheus: ~140,000 objects) lives as long
-        # as the process. Out of the cyclic collector's reach, a full collection no longer walks it all:
-        # that walk stalled the event loop, and every stream with it, for ~100 ms each time.
+        self._start_worker()
+        # What is loaded by now (mitmproxy and its dependencies) lives as long as the process. Out of the
+        # cyclic collector's reach, a full collection no longer walks it all: that walk stalled the event
+        # loop, and every stream with it, for tens of milliseconds each time.
         gc.freeze()
-        # The recorder thread runs Python between its database calls; by default the event loop waits up
-        # to 5 ms for the GIL whenever data arrives meanwhile. 0.5 ms bounds that wait.
+        # The sender thread runs Python between its writes; by default the event loop waits up to 5 ms
+        # for the GIL whenever data arrives meanwhile. 0.5 ms bounds that wait.
         sys.setswitchinterval(0.0005)
 
-    def _start_metrics_server(self) -> None:
+    def worker_config(self) -> dict[str, Any]:
+        """What the worker needs to know (see `streamtap.worker.Worker`)."""
         opts = ctx.options
-        self._stop_metrics_server()
-        if opts.streamtap_metrics_port:
-            try:
-                self._metrics_server = serve(
-                    self.registry, host=opts.streamtap_metrics_host, port=opts.streamtap_metrics_port
-                )
-            except StreamtapError as e:
-                raise exceptions.OptionsError(f"streamtap: {e}") from e
-
-    def _start_recorder(self) -> None:
-        from .db.engine import make_engine, upgrade
-        from .recorder import Recorder, mark_interrupted
-
-        logging.getLogger("alembic").setLevel(logging.WARNING)  # mitmproxy sets the root logger to DEBUG
-        opts = ctx.options
-        url, queue_size, keep_events = (
-            opts.streamtap_db,
-            opts.streamtap_queue_size,
-            opts.streamtap_keep_events,
-        )
         listen_port = getattr(opts, "listen_port", None) or 8080
         self.instance = opts.streamtap_instance or f"{socket.gethostname()}:{listen_port}"
-        try:
-            engine = make_engine(url)
-            upgrade(engine)
-            mark_interrupted(engine, self.instance)
-        except StreamtapError as e:
-            raise exceptions.OptionsError(f"streamtap_db: {e}") from e
-        if self.recorder is not None:
-            self.recorder.close()
-        if self._retention is not None:
-            self._retention.stop()
-            self._retention = None
-        if opts.streamtap_retention:
-            from .maintenance import RetentionThread
+        return {
+            "db": opts.streamtap_db,
+            "instance": self.instance,
+            "metrics_host": opts.streamtap_metrics_host,
+            "metrics_port": opts.streamtap_metrics_port,
+            "max_models": opts.streamtap_max_models,
+            "queue_size": opts.streamtap_queue_size,
+            "keep_events": opts.streamtap_keep_events,
+            "capture": opts.streamtap_capture,
+            "retention": opts.streamtap_retention,
+            "nice": int(os.environ.get("STREAMTAP_WORKER_NICE", WORKER_NICE)),
+        }
 
-            self._retention = RetentionThread(engine, parse_duration(opts.streamtap_retention))
-            self._retention.start()
-        metrics = self.metrics
-        assert metrics is not None
-        self.recorder = Recorder(
-            engine,
-            queue_size=queue_size,
-            keep_events=keep_events,
-            on_written=metrics.recorder_written,
-            on_dropped=metrics.recorder_dropped,
-        )
-        metrics.bind_recorder(lambda: self.recorder.depth if self.recorder is not None else 0)
-        self.recorder.start()
-        log.info("streamtap: recording to %s as %s", _safe_url(url), self.instance)
+    def _start_worker(self) -> None:
+        config = self.worker_config()
+        channel = WorkerChannel(config)
+        try:
+            channel.start()
+        except StreamtapError as e:
+            # logged as an error during start-up, mitmproxy's errorcheck exits with status 1
+            log.error(f"streamtap: {e}")
+            return
+        self.channel = channel
+        self._put = channel.put
+        log.info("streamtap: recording to %s as %s", _safe_url(config["db"]), self.instance)
+
+    def _stop_worker(self) -> None:
+        channel, self.channel, self._put = self.channel, None, None
+        if channel is not None:
+            channel.close()
 
     # -- flow hooks ------------------------------------------------------------------------------------
     def request(self, flow: http.HTTPFlow) -> None:
         req = flow.request
-        if req.method != "POST" or not req.path.split("?", 1)[0].rstrip("/").endswith(LLM_PATHS):
+        if self._put is None or req.method != "POST":
+            return
+        if not req.path.split("?", 1)[0].rstrip("/").endswith(LLM_PATHS):
             return
         try:
-            self._open(flow, time.monotonic())
+            self._open(flow, monotonic())
         except Exception:
-            self._count_tap_error("while reading the request")
+            self._tap_error("while reading the request")
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         resp = flow.response
         assert resp is not None
-        now = time.monotonic()
+        now = monotonic()
         content_type = resp.headers.get("content-type", "")
         is_sse = content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
-        tap = self._taps.get(flow.id)
-        try:
-            if tap is None and is_sse:
-                # an event stream on a path we did not expect: t0 from the request's wall-clock end
-                ended = flow.request.timestamp_end or time.time()
-                tap = self._open(flow, now - max(0.0, time.time() - ended))
-            if tap is None:
-                return
-            tap.response_headers(
-                now, resp.status_code, content_type, resp.headers.get("content-encoding") or None
-            )
-        except Exception:
-            if tap is not None:
-                self.tap_failed(tap, "while reading the response headers")
-            else:
-                self._count_tap_error("while reading the response headers")
+        key = self._keys.get(flow.id)
+        put = self._put
+        if put is not None:
+            try:
+                if key is None and is_sse:
+                    # an event stream on a path we did not expect: t0 from the request's wall-clock end
+                    ended = flow.request.timestamp_end or time.time()
+                    key = self._open(flow, now - max(0.0, time.time() - ended))
+                if key is not None:
+                    encoding = resp.headers.get("content-encoding") or None
+                    put((HEADERS, key, now, resp.status_code, content_type, encoding))
+            except Exception:
+                self._tap_error("while reading the response headers")
         if is_sse:
-            resp.stream = _Tee(self, tap) if tap is not None else True
+            resp.stream = _Tee(key, put) if key is not None and put is not None else True
 
     def response(self, flow: http.HTTPFlow) -> None:
-        tap = self._taps.pop(flow.id, None)
-        if tap is None:
+        key = self._keys.pop(flow.id, None)
+        put = self._put
+        if key is None or put is None:
             return
-        now = time.monotonic()
+        now = monotonic()
         try:
             resp = flow.response
             assert resp is not None
-            if not tap.is_sse:
-                tap.whole_body(resp.get_content(strict=False) or b"", now)
-            self._finish(tap, tap.finish(now))
+            if not isinstance(resp.stream, _Tee):
+                put((BODY, key, now, resp.get_content(strict=False) or b""))
+            put((END, key, now, None, None))
         except Exception:
-            self._count_tap_error("while finishing the record")
+            self._tap_error("while finishing the record")
 
     def error(self, flow: http.HTTPFlow) -> None:
-        tap = self._taps.pop(flow.id, None)
-        if tap is None:
+        key = self._keys.pop(flow.id, None)
+        if key is None or self._put is None:
             return
         message = flow.error.msg if flow.error else "connection error"
         kind = Outcome.CLIENT_DISCONNECT if "client" in message.lower() else Outcome.UPSTREAM_DISCONNECT
-        try:
-            self._finish(tap, tap.finish(time.monotonic(), disconnect=kind, reason=message))
-        except Exception:
-            self._count_tap_error("while finishing the record")
+        self._put((END, key, monotonic(), kind.value, message))
 
     def done(self) -> None:
         """Shutdown (SIGINT/SIGTERM): everything queued is written before the process exits."""
-        for flow_id, tap in list(self._taps.items()):
-            self._taps.pop(flow_id, None)
-            try:
-                self._finish(
-                    tap,
-                    tap.finish(
-                        time.monotonic(), disconnect=Outcome.CLIENT_DISCONNECT, reason="proxy shut down"
-                    ),
-                )
-            except Exception:
-                self._count_tap_error("at shutdown")
-        if self.recorder is not None:
-            self.recorder.close()
-            self.recorder = None
-        if self._retention is not None:
-            self._retention.stop()
-            self._retention = None
-        self._stop_metrics_server()
+        put = self._put
+        if put is not None:
+            now = monotonic()
+            for key in self._keys.values():
+                put((END, key, now, Outcome.CLIENT_DISCONNECT.value, "proxy shut down"))
+        self._keys.clear()
+        self._stop_worker()
 
     # -- internals -------------------------------------------------------------------------------------
-    def _open(self, flow: http.HTTPFlow, t0: float) -> StreamTap:
+    def _open(self, flow: http.HTTPFlow, t0: float) -> str:
         req = flow.request
         body = req.get_content(strict=False) or b""
-        model = _request_model(body)
-        start = StreamStart(
-            id=uuid.uuid4().hex,
-            started_at=datetime.now(UTC),
-            method=req.method,
-            url=redact_url(req.url),
-            host=req.host,
-            path=req.path.split("?", 1)[0],
-            request_model=model,
-            api_key_fp=api_key_fingerprint(req.headers, req.query),
-            proxy_instance=self.instance,
-            request_body=body[:MAX_REQUEST_BODY].decode("utf-8", "replace") if body else None,
+        key = uuid.uuid4().hex
+        self._put(
+            (
+                START,
+                key,
+                t0,
+                time.time(),
+                req.method,
+                redact_url(req.url),
+                req.host,
+                req.path.split("?", 1)[0],
+                api_key_fingerprint(req.headers, req.query),
+                body[:MAX_REQUEST_BODY] if body else None,
+            )
         )
-        tap = StreamTap(start, t0)
-        self._taps[flow.id] = tap
-        if self.metrics is not None:
-            self.metrics.stream_started(model, req.host)
-        if self.recorder is not None:
-            self.recorder.submit_start(strip_start(start) if self._metadata_only else start)
-        return tap
+        self._keys[flow.id] = key
+        return key
 
-    def _finish(self, tap: StreamTap, record: StreamRecord) -> None:
-        if self.metrics is not None:
-            self.metrics.stream_finished(record)
-            for _ in range(record.tap_errors):
-                self.metrics.tap_error()
-        if self.recorder is not None:
-            self.recorder.submit(strip_content(record) if self._metadata_only else record)
-
-    def tap_failed(self, tap: StreamTap, where: str) -> None:
-        """A bug in the tap: logged now, counted with the record; the client's bytes keep flowing."""
-        tap.tap_errors += 1
+    def _tap_error(self, where: str) -> None:
+        """A failure on the proxy's side: logged here, counted by the worker; the client's bytes flow on."""
         log.exception("streamtap: tap error %s (the client's stream is unaffected)", where)
-
-    def _count_tap_error(self, where: str) -> None:
-        log.exception("streamtap: tap error %s (the client's stream is unaffected)", where)
-        if self.metrics is not None:
-            self.metrics.tap_error()
-
-    @property
-    def _metadata_only(self) -> bool:
-        return bool(ctx.options.streamtap_capture == "metadata")
-
-    def _stop_metrics_server(self) -> None:
-        server, self._metrics_server = self._metrics_server, None
-        if server is not None:
-            server.close()
+        if self._put is not None:
+            self._put((TAP_ERROR, where))
 
 
 def _safe_url(url: str) -> str:

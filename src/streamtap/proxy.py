@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import prometheus_client
 from mitmproxy.tools import cmdline, dump, main
 
 from .addon import StreamtapAddon
@@ -50,7 +49,5 @@ def mitmdump_args(
 
 def run_proxy(**kwargs: Any) -> int:
     """Blocks until SIGINT/SIGTERM; returns the exit status."""
-    # one `_created` series per counter and histogram would double the exposition for no use here
-    prometheus_client.disable_created_metrics()
     main.run(_StreamtapMaster, cmdline.mitmdump, mitmdump_args(**kwargs))
     return 0

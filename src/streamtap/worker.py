@@ -1,0 +1,149 @@
+"""The worker process: interprets what the proxy observed, records it and serves the metrics.
+
+The proxy (`streamtap.addon`) starts one worker as its child (`python -m streamtap.worker`) and sends it
+batches of `pipeline` messages over the worker's stdin: a 4-byte length, then a pickled list. The first
+batch is the configuration; the worker answers on stdout with one line, `ready` or `error: <message>`.
+When its stdin closes, the worker finishes what it holds, writes everything queued and exits. It ignores
+SIGINT and SIGTERM: the proxy decides when it stops (a Ctrl-C reaches the whole process group).
+
+Decoding, parsing, the database and the metrics endpoint all live here, so the proxy's event loop only
+stamps chunks and forwards them, and the writer never competes with it for the GIL. The worker lowers its
+own CPU priority (`nice`): where it shares a core with the proxy, forwarding goes first and recording
+catches up when the proxy is idle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import pickle
+import signal
+import struct
+import sys
+from typing import IO, Any
+
+from .errors import StreamtapError
+
+log = logging.getLogger("streamtap")
+
+_HEADER = struct.Struct("<I")
+
+
+def read_frame(stream: IO[bytes]) -> Any:
+    """The next pickled frame from `stream`, or None at its end (a frame cut short counts as the end)."""
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(header)
+    payload = stream.read(size)
+    if len(payload) < size:
+        return None
+    return pickle.loads(payload)
+
+
+def frame(obj: Any) -> bytes:
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(payload)) + payload
+
+
+class Worker:
+    """Everything the worker runs, set up from the proxy's configuration (see `addon.worker_config`)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        import prometheus_client
+
+        from .db.engine import make_engine, upgrade
+        from .durations import parse_duration
+        from .maintenance import RetentionThread
+        from .metrics import build_metrics, serve
+        from .pipeline import Pipeline
+        from .recorder import Recorder, mark_interrupted
+
+        # one `_created` series per counter and histogram would double the exposition for no use here
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        registry = prometheus_client.CollectorRegistry()
+        self.metrics = build_metrics(registry, max_models=config["max_models"])
+        self.metrics_server = None
+        self.retention = None
+        self.recorder = None
+        instance = config["instance"]
+        try:
+            if config["metrics_port"]:
+                self.metrics_server = serve(
+                    registry, host=config["metrics_host"], port=config["metrics_port"]
+                )
+            engine = make_engine(config["db"])
+            upgrade(engine)
+            mark_interrupted(engine, instance)
+        except StreamtapError:
+            self.close()
+            raise
+        if config["retention"]:
+            self.retention = RetentionThread(engine, parse_duration(config["retention"]))
+            self.retention.start()
+        metrics = self.metrics
+        self.recorder = recorder = Recorder(
+            engine,
+            queue_size=config["queue_size"],
+            keep_events=config["keep_events"],
+            on_written=metrics.recorder_written,
+            on_dropped=metrics.recorder_dropped,
+        )
+        metrics.bind_recorder(lambda: recorder.depth)
+        recorder.start()
+        self.pipeline = Pipeline(
+            instance=instance,
+            metadata_only=config["capture"] == "metadata",
+            metrics=metrics,
+            on_start=recorder.submit_start,
+            on_record=recorder.submit,
+        )
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+        if self.retention is not None:
+            self.retention.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    config = read_frame(stdin)
+    if not isinstance(config, dict):
+        return 2
+    try:
+        worker = Worker(config)
+    except StreamtapError as e:
+        stdout.write(f"error: {e}\n".encode())
+        stdout.flush()
+        return 1
+    stdout.write(b"ready\n")
+    stdout.flush()
+    if config.get("nice"):
+        with contextlib.suppress(OSError):
+            os.nice(config["nice"])
+    # As in the proxy: what is loaded by now lives as long as the process; full collections skip it.
+    gc.freeze()
+    handle = worker.pipeline.handle
+    from .records import Outcome
+
+    try:
+        while (batch := read_frame(stdin)) is not None:
+            handle(batch)
+        # The proxy ends every exchange before it closes our stdin; any still open, it did not live to.
+        worker.pipeline.close(Outcome.INTERRUPTED, "the proxy exited mid-stream")
+    finally:
+        worker.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
