@@ -13,7 +13,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .db.engine import describe_error
+from .db.engine import SqliteFileWatch, describe_error
 from .db.models import Stream, StreamEvent
 from .errors import DatabaseError
 from .export import choice_to_dict
@@ -48,6 +48,12 @@ class Recorder:
     gone or read-only, the writer keeps its batch and retries with exponential backoff (0.05 s doubling to
     5 s) until it is back; rows the database rejects outright (bad data) are logged and dropped one by one.
 
+    A SQLite file deleted or replaced under the recorder is noticed before the next transaction (see
+    `SqliteFileWatch`): writing goes on into a new database at the same path, migrated like at start-up.
+    Records committed to the old file are gone with it; a transaction that committed while the file was
+    being deleted is written again into the new one. A stream whose `in_progress` row was in the old file
+    has none in the new one until it finishes: its finished record inserts the whole row.
+
     `on_written(n)` is called on the writer thread after `n` stream records were committed; `on_dropped(n)`
     when `n` items (starts or records) are lost for good: queue overflow, rejected by the database, submitted
     after close(), or still unwritten when close() times out. The recorder does not dispose of the engine.
@@ -81,6 +87,7 @@ class Recorder:
         self._written = 0
         self._dropped = 0
         self._start_stmt, self._upsert_stmt = _statements(engine.dialect.name)
+        self._watch = SqliteFileWatch.of(engine)
         self._events_sql = _events_insert(engine.dialect)
 
     @property
@@ -229,7 +236,11 @@ class Recorder:
         failing = False
         while True:
             try:
+                if self._watch is not None:
+                    self._watch.before_write()
                 records = self._write(items)
+                if self._watch is not None and not self._watch.after_write():
+                    raise DatabaseError("the database file was deleted or replaced during the transaction")
             except Exception as e:
                 if not _transient(e):
                     log.error("recorder: the database refused %d items: %s", len(items), describe_error(e))
@@ -237,7 +248,8 @@ class Recorder:
                 if self._abandon.is_set():
                     raise _Abandoned from e
                 log.warning(
-                    "recorder: cannot write to the database (%s); retrying in %.2fs, %d queued",
+                    "recorder: cannot write %d items to the database (%s); retrying in %.2fs, %d queued",
+                    len(items),
                     describe_error(e),
                     delay,
                     len(self._queue),
@@ -326,6 +338,8 @@ def _statements(dialect: str) -> tuple[sa.Executable, sa.Executable]:
 
 def _transient(e: Exception) -> bool:
     """A database that is locked, gone or read-only: worth retrying. Data it refuses is not."""
+    if isinstance(e, DatabaseError):  # raised by the file watch: it could not reach the database either
+        return True
     if isinstance(e, sa.exc.IntegrityError | sa.exc.DataError):
         return False
     return isinstance(e, sa.exc.DBAPIError) or (

@@ -7,6 +7,8 @@ call `check_schema()`, which never creates or changes anything.
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ DEFAULT_DB_URL = "sqlite:///streamtap.db"
 MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
 
 VERSION_TABLE = "alembic_version"
+
+log = logging.getLogger("streamtap.recorder")
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -177,3 +181,121 @@ def check_schema(engine: sa.Engine) -> None:
             f"{shown} has an older schema (revision {revision}, current {', '.join(heads)}): "
             "run `streamtap db upgrade`"
         )
+
+
+class SqliteFileWatch:
+    """Keeps a long-lived SQLite engine writing into the file at its path, whatever happens to that file.
+
+    Pooled connections hold the database open: when the file is deleted or replaced, they keep writing into
+    the old inode and every later commit is silently lost; when it is made read-only, they keep writing
+    through descriptors opened while it was writable. The writer calls `before_write()` and `after_write()`
+    around each transaction (an `os.stat` and an `os.access`, a few microseconds each):
+
+    - **deleted or replaced**: the pool is disposed and the schema upgraded at the path (a new empty database
+      when the file is gone). What the old file held is gone with it. A transaction that committed while
+      the file was being deleted is reported by `after_write()`, so the caller writes it again. The old
+      file's `-wal` and `-shm`, which SQLite leaves behind when a moved database is closed, are removed:
+      replayed onto the new file, that log would corrupt it.
+    - **its `-wal` deleted**: the commits the log still held are reachable only through our open handle, so
+      they are checkpointed into the database before the pool is disposed; otherwise they are lost and
+      other readers fail with "disk I/O error" until every handle is closed.
+    - **read-only** (`os.access`; for root, only `chattr +i` or a read-only mount): the pool is disposed so
+      writes fail and are retried, and again once it is writable, so they resume.
+
+    Not thread-safe: one writer thread uses it.
+    """
+
+    def __init__(self, engine: sa.Engine, path: Path) -> None:
+        self._engine = engine
+        self.path = path.absolute()
+        self._wal = self.path.with_name(self.path.name + "-wal")
+        self._shm = self.path.with_name(self.path.name + "-shm")
+        self._identity = _file_identity(self.path)
+        # The -wal and -shm our connections have open, seen after a write; empty until then.
+        self._sides: dict[Path, tuple[int, int] | None] = {}
+        self._writable = True
+
+    @classmethod
+    def of(cls, engine: sa.Engine) -> SqliteFileWatch | None:
+        """A watch for a file-backed SQLite engine; None for PostgreSQL and in-memory databases."""
+        if engine.url.get_backend_name() != "sqlite":
+            return None
+        path = _sqlite_path(engine.url.database)
+        return None if path is None else cls(engine, path)
+
+    def before_write(self) -> None:
+        """Point the engine at the file now at the path. Raises DatabaseError if that fails (retry later)."""
+        identity = _file_identity(self.path)
+        if identity is None or identity != self._identity:
+            self._recreate(identity)
+            return
+        wal = self._sides.get(self._wal)
+        if wal is not None and _file_identity(self._wal) != wal:
+            self._rescue_wal()
+        writable = os.access(self.path, os.W_OK)
+        if writable != self._writable:
+            if writable:
+                log.warning("recorder: the database file %s is writable again", self.path)
+            else:
+                log.warning(
+                    "recorder: the database file %s is read-only; retrying until it is not", self.path
+                )
+            self._writable = writable
+            self._reopen()
+
+    def after_write(self) -> bool:
+        """False when the file was deleted or replaced during the transaction: it did not land at the path."""
+        if _file_identity(self.path) != self._identity:
+            return False
+        if not self._sides:
+            self._sides = {side: _file_identity(side) for side in (self._wal, self._shm)}
+        return True
+
+    def _reopen(self) -> None:
+        self._engine.dispose()
+        self._sides = {}
+
+    def _recreate(self, identity: tuple[int, int] | None) -> None:
+        if identity is None:
+            log.warning(
+                "recorder: the database file %s is gone; creating a new one (what the old one held is lost)",
+                self.path,
+            )
+        else:
+            log.warning("recorder: the database file %s was replaced; writing into the new one", self.path)
+        sides = self._sides
+        self._reopen()
+        for side, seen in sides.items():
+            if seen is not None and _file_identity(side) == seen:
+                try:
+                    side.unlink(missing_ok=True)
+                except OSError as e:
+                    raise DatabaseError(f"cannot remove the old file's {side}: {e.strerror}") from e
+        upgrade(self._engine)
+        self._identity = _file_identity(self.path)
+        self._writable = os.access(self.path, os.W_OK)
+
+    def _rescue_wal(self) -> None:
+        log.warning(
+            "recorder: the write-ahead log %s was deleted; checkpointing what it held into the database",
+            self._wal,
+        )
+        try:
+            with self._engine.connect() as conn:
+                busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").scalar()
+        except sa.exc.DBAPIError as e:
+            raise DatabaseError(f"cannot checkpoint {self.path}: {describe_error(e)}") from e
+        if busy:
+            raise DatabaseError(f"cannot checkpoint {self.path}: a reader is busy")
+        self._reopen()
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`, None when there is none."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:  # a directory we may no longer search: unavailable until it is fixed
+        raise DatabaseError(f"cannot see the database file {path}: {e.strerror}") from e
+    return st.st_dev, st.st_ino
