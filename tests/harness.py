@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import signal
 import socket
@@ -9,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +224,117 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 60) -> subproc
         timeout=timeout,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
+
+
+def process_tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (so a proxy that forks a worker is counted whole).
+
+    Children come from /proc/<pid>/task/<tid>/children (Linux); a process that exits meanwhile is skipped.
+    """
+    total, todo, seen = 0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        rss = [line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")]
+        total += int(rss[0]) * 1024 if rss else 0  # a zombie has no VmRSS
+        try:
+            tasks = list(Path(f"/proc/{p}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return total
+
+
+def metric_sum(metrics_text: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples (those carrying all `labels`) in a Prometheus exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(metrics_text)
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+@dataclass(slots=True)
+class ClientStream:
+    """What a raw HTTP/1.1 client saw of one streamed response."""
+
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytearray = field(default_factory=bytearray)  # de-chunked
+    event_times: list[float] = field(default_factory=list)  # time.monotonic() of the read ending each event
+    complete: bool = False  # the body's framing ended properly (last chunk, length or clean close)
+
+
+async def stream_sse(
+    port: int,
+    payload: dict[str, Any],
+    headers: dict[str, str] | None = None,
+    *,
+    path: str = "/v1/chat/completions",
+    result: ClientStream | None = None,
+) -> ClientStream:
+    """POST `payload` to 127.0.0.1:`port` on a fresh connection and read the whole (SSE) response.
+
+    One asyncio connection and no HTTP library, so hundreds run in one event loop; every event (ended by a
+    blank line, as OpenAI and the mock send them) gets the time of the read that completed it. `result` is
+    filled in as the response arrives (pass one to watch a stream in progress).
+    """
+    res = result if result is not None else ClientStream()
+    body = json.dumps(payload).encode()
+    head = {
+        "host": f"127.0.0.1:{port}",
+        "content-type": "application/json",
+        "accept": "text/event-stream",
+        "authorization": "Bearer sk-harness",
+        "content-length": str(len(body)),
+        "connection": "close",
+        **(headers or {}),
+    }
+    request = f"POST {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in head.items()) + "\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    scan = 0
+
+    def got(data: bytes) -> None:
+        nonlocal scan
+        now = time.monotonic()
+        res.body += data
+        while (i := res.body.find(b"\n\n", scan)) >= 0:
+            res.event_times.append(now)
+            scan = i + 2
+
+    try:
+        writer.write(request.encode("latin-1") + body)
+        lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        res.status = int(lines[0].split(" ", 2)[1])
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                res.headers[name.strip().lower()] = value.strip()
+        if "chunked" in res.headers.get("transfer-encoding", "").lower():
+            while size := int((await reader.readline()).split(b";", 1)[0], 16):
+                got((await reader.readexactly(size + 2))[:-2])
+            await reader.readuntil(b"\r\n")  # no trailers: the CRLF after the last chunk
+            res.complete = True
+        elif "content-length" in res.headers:
+            got(await reader.readexactly(int(res.headers["content-length"])))
+            res.complete = True
+        else:
+            while data := await reader.read(65536):
+                got(data)
+            res.complete = True
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    return res
