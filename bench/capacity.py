@@ -22,6 +22,10 @@ class Level:
     cpu_util: float = math.nan  # the proxy's CPU time / wall time
     cpu_us_per_event: float = math.nan  # the proxy's CPU time per event forwarded
     errors: int = 0
+    catch_up_s: float | None = (
+        None  # a recording path: seconds after the level until every stream was written
+    )
+    unrecorded: int = 0  # ... and the streams still not written when we stopped waiting
 
     @property
     def growth(self) -> float:
@@ -39,7 +43,7 @@ class Ramp:
         """The busiest level before the first one whose gaps grew by more than 10%."""
         best = None
         for level in self.levels:
-            if level.growth > 0.10 or level.errors:
+            if level.growth > 0.10 or level.errors or level.unrecorded:
                 break
             best = level
         return best
@@ -62,8 +66,20 @@ class CapacityConfig:
     warmup: float = 0.5  # seconds at the start of a level not counted (streams ramping up)
 
 
+def _catch_up(path: Path, before: float, streams: int, timeout: float = 60.0) -> tuple[float, int]:
+    """Wait until a recording path has written `streams` more records than `before`: (seconds, missing)."""
+    assert path.recorded is not None
+    t0 = time.monotonic()
+    while True:
+        missing = int(before + streams - path.recorded())
+        if missing <= 0 or time.monotonic() - t0 > timeout:
+            return time.monotonic() - t0, max(0, missing)
+        time.sleep(0.05)
+
+
 def _level(mock: MockProcess, path: Path, c: int, cfg: CapacityConfig) -> Level:
     cpu0 = [0.0]
+    recorded0 = path.recorded() if path.recorded is not None else 0.0
 
     def measured() -> None:
         cpu0[0] = cpu_seconds(path.pid) if path.pid else 0.0
@@ -79,6 +95,10 @@ def _level(mock: MockProcess, path: Path, c: int, cfg: CapacityConfig) -> Level:
     )
     cpu = (cpu_seconds(path.pid) - cpu0[0]) if path.pid else math.nan
     wall = time.monotonic() - load.started_at
+    catch_up, unrecorded = (
+        # every stream of the level is recorded, and so is each worker's warm-up exchange
+        _catch_up(path, recorded0, len(load.results) + c) if path.recorded is not None else (None, 0)
+    )
     entries = mock.entries([r.cid for r in load.results])
     mock.clear()
     lo, hi = load.started_at + cfg.warmup, load.started_at + cfg.duration
@@ -107,6 +127,8 @@ def _level(mock: MockProcess, path: Path, c: int, cfg: CapacityConfig) -> Level:
         cpu_util=cpu / wall,
         cpu_us_per_event=cpu / events * 1e6 if events else math.nan,
         errors=load.errors,
+        catch_up_s=catch_up,
+        unrecorded=unrecorded,
     )
 
 
@@ -121,7 +143,7 @@ def ramps(mock: MockProcess, paths: list[Path], cfg: CapacityConfig) -> dict[str
                 continue
             level = _level(mock, path, c, cfg)
             out[path.name].levels.append(level)
-            bad = level.growth > 0.10 or level.errors
+            bad = level.growth > 0.10 or level.errors or level.unrecorded
             failed[path.name] = failed[path.name] + 1 if bad else 0
         if all(n >= 2 for n in failed.values()):
             break

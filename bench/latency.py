@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -24,6 +25,7 @@ class Path:
     pid: int | None = None  # the proxy process, if any
     headers: dict[str, str] = field(default_factory=dict)  # e.g. the LiteLLM master key
     reframes: bool = False  # may not forward the upstream's events one for one (keep bodies to pair them)
+    recorded: Callable[[], float] | None = None  # records written so far, for a path that records
 
     def request(self, *, chunks: int, gap_ms: float, ttft_ms: float) -> bytes:
         return build_request(

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,7 @@ class StreamtapProxy(Proc):
         port = free_port()
         self.db = db
         self.name = name
+        self.metrics_port = free_port()
         args = [
             *pin(cpu),
             sys.executable,
@@ -276,11 +278,20 @@ class StreamtapProxy(Proc):
             "--db",
             db,
             "--metrics-port",
-            str(free_port()),
+            str(self.metrics_port),
             "--instance",
             f"bench-{port}",
         ]
         super().__init__(args, port, workdir, env)
+
+    def recorded(self) -> float:
+        """Records written so far (its `streamtap_recorder_written_total`)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        for line in text.splitlines():
+            if line.startswith("streamtap_recorder_written_total "):
+                return float(line.split()[1])
+        return 0.0
 
 
 def machine() -> dict[str, str]:

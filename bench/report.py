@@ -145,6 +145,7 @@ def capacity_table(r: Results) -> str:
         "CPU per event there (µs)",
         "vs bare",
         "levels: streams → delivered ev/s (client gap vs upstream gap; upstream gap ms; proxy CPU)",
+        "recording caught up (s after the level)",
     ]
     rows = []
     for name, ramp in r.capacity.items():
@@ -167,9 +168,15 @@ def capacity_table(r: Results) -> str:
                     "-",
                     "-",
                     levels,
+                    "-",
                 ]
             )
             continue
+        caught = ", ".join(
+            f"{lv.catch_up_s:.1f}" + (f" ({lv.unrecorded} missing)" if lv.unrecorded else "")
+            for lv in ramp.levels
+            if lv.catch_up_s is not None
+        )
         rows.append(
             [
                 NAMES[name],
@@ -179,6 +186,7 @@ def capacity_table(r: Results) -> str:
                 fmt(best.cpu_us_per_event, 1) if best else "-",
                 ratio(r.capacity_of(name), r.capacity_of("bare")),
                 levels,
+                caught or "-",
             ]
         )
     return table(header, rows)

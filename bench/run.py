@@ -167,7 +167,7 @@ def _run(
     paths = [
         lat.Path("direct", mock.url),
         lat.Path("bare", bare.url, bare.pid),
-        lat.Path("streamtap", tap.url, tap.pid),
+        lat.Path("streamtap", tap.url, tap.pid, recorded=tap.recorded),
     ]
     if litellm is not None:
         paths.append(

@@ -31,7 +31,8 @@ log = logging.getLogger("streamtap")
 
 # Request paths whose exchanges are recorded even when they are not streamed.
 LLM_PATHS = ("/chat/completions", "/completions", "/responses", "/messages", "/complete")
-WORKER_NICE = 10  # the worker's CPU priority below the proxy's (STREAMTAP_WORKER_NICE overrides)
+# The worker's CPU priority: "idle" (SCHED_IDLE) or a nice increment; STREAMTAP_WORKER_PRIORITY overrides.
+WORKER_PRIORITY = "idle"
 _OPTIONS = (
     "streamtap_db",
     "streamtap_metrics_port",
@@ -181,7 +182,7 @@ class StreamtapAddon:
             "keep_events": opts.streamtap_keep_events,
             "capture": opts.streamtap_capture,
             "retention": opts.streamtap_retention,
-            "nice": int(os.environ.get("STREAMTAP_WORKER_NICE", WORKER_NICE)),
+            "priority": os.environ.get("STREAMTAP_WORKER_PRIORITY", WORKER_PRIORITY),
         }
 
     def _start_worker(self) -> None:

@@ -37,7 +37,7 @@ class WorkerChannel:
         self,
         config: dict[str, Any],
         *,
-        interval: float = 0.01,
+        interval: float = 0.05,
         max_pending: int = 200_000,
         start_timeout: float = 120.0,
     ) -> None:

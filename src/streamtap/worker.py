@@ -111,6 +111,17 @@ class Worker:
             self.metrics_server.close()
 
 
+def _lower_priority(priority: str | int) -> None:
+    """`idle`: run only on CPU time nothing else wants (SCHED_IDLE: a proxy thread that wakes preempts
+    the worker at once). A number: that much `nice`. Where the worker has a core to itself, neither
+    changes anything."""
+    with contextlib.suppress(OSError, AttributeError):
+        if priority == "idle":
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        elif int(priority):
+            os.nice(int(priority))
+
+
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -127,9 +138,7 @@ def main() -> int:
         return 1
     stdout.write(b"ready\n")
     stdout.flush()
-    if config.get("nice"):
-        with contextlib.suppress(OSError):
-            os.nice(config["nice"])
+    _lower_priority(config.get("priority", "idle"))
     # As in the proxy: what is loaded by now lives as long as the process; full collections skip it.
     gc.freeze()
     handle = worker.pipeline.handle
