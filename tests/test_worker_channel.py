@@ -36,15 +36,10 @@ INSTANCE = "test-worker:8080"
 SSE_FILE = CORPUS / "openai_chat_parallel_tool_calls.sse"
 REQUEST = b'{"model": "gpt-test", "stream": true}'
 
-# WorkerChannel leaves the worker's pipes for the garbage collector to close (see
-# test_the_channel_closes_its_pipes, which documents it); elsewhere that is not what is tested.
-pytestmark = pytest.mark.filterwarnings("ignore:unclosed file:ResourceWarning")
-
 
 @pytest.fixture(autouse=True)
 def _collect_pipes() -> Iterator[None]:
-    """Pipes left to the garbage collector are closed here, under this module's warning filter, not in a
-    later test (an exception's traceback keeps a failed start's pipes alive in a reference cycle)."""
+    """A pipe left to the garbage collector warns (an error here) in this test, not in a later one."""
     yield
     gc.collect()
 
@@ -257,12 +252,6 @@ class TestWorker:
         assert "/proc/streamtap-test.db" in message
         assert channel.worker_pid is None
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: an OSError creating the SQLite file's directory escapes the worker as a traceback "
-        "(engine._sqlite_make_parent is not wrapped, worker.main only catches StreamtapError): the "
-        "proxy only learns 'the streamtap worker did not start (exit status 1)'",
-    )
     def test_sqlite_directory_that_cannot_be_created(self, tmp_path: Path) -> None:
         (tmp_path / "a-file").write_text("")
         channel = WorkerChannel(config(f"sqlite:///{tmp_path}/a-file/x.db"), start_timeout=30)
@@ -318,12 +307,6 @@ class TestMetricsEndpoint:
 
 
 class TestPipes:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: WorkerChannel never closes a worker's stdout (close, _restart, _spawn's failure "
-        "path) nor a dead worker's stdin (_restart, _spawn's failure path); they are closed by the "
-        "garbage collector with a ResourceWarning",
-    )
     def test_the_channel_closes_its_pipes(self, db: tuple[str, Path]) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ResourceWarning)
@@ -375,11 +358,6 @@ class TestWorkerDeath:
 
 
 class TestOverflow:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: while the sender restarts a dead worker (_spawn waits up to start_timeout, then the "
-        "backoff up to 30 s) nothing bounds the queue: max_pending is enforced only inside _send",
-    )
     def test_queue_bounded_while_the_worker_is_down(self, db: tuple[str, Path]) -> None:
         max_pending = 5
         channel = WorkerChannel(config(db[0]), max_pending=max_pending, start_timeout=30)

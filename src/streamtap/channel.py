@@ -63,23 +63,22 @@ class WorkerChannel:
 
     def close(self, timeout: float = 60.0) -> None:
         """Ship everything queued, close the worker's stdin, and wait for it to write all and exit."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        try:
+        with contextlib.suppress(OSError):
             if proc.stdin is not None:
-                proc.stdin.close()
-        except OSError:
-            pass
+                proc.stdin.close()  # the worker's cue: finish, write everything, exit
         try:
-            proc.wait(timeout)
+            proc.wait(max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             log.error("streamtap: the worker did not finish within %.0f s; stopping it", timeout)
             proc.kill()
-            proc.wait()
+        _reap(proc)
 
     @property
     def worker_pid(self) -> int | None:
@@ -110,7 +109,7 @@ class WorkerChannel:
             answer = ""
         if answer != "ready":
             proc.kill()
-            proc.wait()
+            _reap(proc)
             if answer.startswith("error: "):
                 raise ConfigError(answer.removeprefix("error: "))
             raise ConfigError(f"the streamtap worker did not start (exit status {proc.returncode})")
@@ -123,9 +122,11 @@ class WorkerChannel:
         deadline = time.monotonic() + self.start_timeout
         line = b""
         while not line.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            self._trim()  # the queue stays bounded while a worker starts (after a restart: with traffic)
+            if time.monotonic() > deadline:
                 return ""
+            if not select.select([fd], [], [], 0.05)[0]:
+                continue
             chunk = os.read(fd, 4096)
             if not chunk:
                 break
@@ -148,10 +149,11 @@ class WorkerChannel:
             n = len(queue)
             if n or self._lost:
                 batch: list[tuple[Any, ...]] = [queue.popleft() for _ in range(n)]
-                if self._lost:
-                    batch.insert(0, (LOST, self._lost))
-                    self._lost = 0
+                reported, self._lost = self._lost, 0
+                if reported:
+                    batch.insert(0, (LOST, reported))
                 if not self._send(frame(batch)):
+                    self._lost += reported  # the next worker is told, once
                     self._drop(n)
                     continue
             if stopping and not queue:
@@ -170,12 +172,15 @@ class WorkerChannel:
                         view = view[os.write(fd, view) :]
                 elif proc.poll() is not None:
                     raise BrokenPipeError
-                if len(self._queue) > self.max_pending:
-                    self._drop_queued()
+                self._trim()
         except OSError:
             log.error("streamtap: the worker exited (status %s); starting it again", proc.poll())
             return False
         return True
+
+    def _trim(self) -> None:
+        if len(self._queue) > self.max_pending:
+            self._drop_queued()
 
     def _drop_queued(self) -> None:
         n = 0
@@ -192,16 +197,26 @@ class WorkerChannel:
             log.error("streamtap: %d observations dropped: the worker is not keeping up", n)
 
     def _restart(self, backoff: float) -> bool:
-        proc = self._proc
+        proc, self._proc = self._proc, None
         if proc is not None:
-            proc.wait()
-            self._proc = None
-        self._drop_queued()
+            _reap(proc)
+        self._drop_queued()  # what the dead worker did not take belongs to exchanges it knew
         try:
             self._proc = self._spawn()
         except ConfigError as e:
             log.error("streamtap: cannot restart the worker: %s (retrying in %.1f s)", e, backoff)
-            self._stop.wait(backoff)
+            until = time.monotonic() + backoff
+            while time.monotonic() < until and not self._stop.wait(0.05):
+                self._trim()
             return False
         self.restarts += 1
         return True
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Wait for a worker that exits (or was killed) and close our ends of its pipes."""
+    proc.wait()
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()

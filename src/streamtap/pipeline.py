@@ -107,7 +107,10 @@ class Pipeline:
     def close(self, disconnect: Outcome, reason: str) -> None:
         """Finish every exchange still open, as `disconnect` (the proxy is gone)."""
         for key in list(self._taps):
-            self._end(key, None, disconnect, reason)
+            try:
+                self._end(key, None, disconnect, reason)
+            except Exception:
+                self._count_tap_error("while finishing the record")
 
     # -- the messages ----------------------------------------------------------------------------------
     def _control(self, msg: tuple[Any, ...]) -> None:
@@ -205,7 +208,10 @@ class Pipeline:
         for key, tap in list(self._taps.items()):
             if key not in self._broken:
                 tap.tap_errors += 1
-            self._end(key, None, Outcome.INTERRUPTED, "recording incomplete: observations were dropped")
+            try:
+                self._end(key, None, Outcome.INTERRUPTED, "recording incomplete: observations were dropped")
+            except Exception:
+                self._count_tap_error("while finishing the record")
 
     def _count_tap_error(self, where: str) -> None:
         log.exception("streamtap: tap error %s (the client's stream is unaffected)", where)

@@ -136,6 +136,11 @@ def main() -> int:
         stdout.write(f"error: {e}\n".encode())
         stdout.flush()
         return 1
+    except Exception as e:  # a bug, or an OS error nothing turned into a message: say what it was
+        log.exception("streamtap: the worker could not start")
+        stdout.write(f"error: {type(e).__name__}: {e}\n".encode())
+        stdout.flush()
+        return 1
     stdout.write(b"ready\n")
     stdout.flush()
     _lower_priority(config.get("priority", "idle"))
