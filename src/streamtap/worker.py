@@ -63,7 +63,6 @@ class Worker:
 
         # one `_created` series per counter and histogram would double the exposition for no use here
         prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
-        logging.getLogger("alembic").setLevel(logging.WARNING)
         registry = prometheus_client.CollectorRegistry()
         self.metrics = build_metrics(registry, max_models=config["max_models"])
         self.metrics_server = None
@@ -126,6 +125,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # before it is imported: it logs at import
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     config = read_frame(stdin)
     if not isinstance(config, dict):
