@@ -291,7 +291,11 @@ class SqliteFileWatch:
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of the file at `path`, None when there is none."""
+    """(device, inode) of the file at `path`, None when there is none.
+
+    Inode numbers are reused, but only once nothing holds the old file open: the engine's pooled connections
+    hold it from one check to the next, so a different file at the path has a different identity.
+    """
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
