@@ -124,7 +124,13 @@ def _lower_priority(priority: str | int) -> None:
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+    # like mitmproxy's own lines, which these sit between on the proxy's stderr
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="[%(asctime)s.%(msecs)03d] %(message)s",
+        datefmt="%H:%M:%S",
+    )
     logging.getLogger("alembic").setLevel(logging.WARNING)  # before it is imported: it logs at import
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     config = read_frame(stdin)

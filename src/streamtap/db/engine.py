@@ -65,7 +65,10 @@ def make_engine(url: str) -> sa.Engine:
 def _sqlite_make_parent(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> None:
     path = _sqlite_path(cargs[0] if cargs else None)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DatabaseError(f"cannot create the directory of {path}: {e.strerror or e}") from e
 
 
 def _sqlite_pragmas(dbapi_conn: Any, conn_rec: Any) -> None:
