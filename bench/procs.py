@@ -284,6 +284,16 @@ class StreamtapProxy(Proc):
         ]
         super().__init__(args, port, workdir, env)
 
+    def wait_up(self, timeout: float = 60.0) -> Proc:
+        """Up once it listens and its worker serves /metrics (the proxy listens a moment before)."""
+        super().wait_up(timeout)
+        deadline = time.monotonic() + timeout
+        while not _port_open(self.metrics_port):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}: no metrics on {self.metrics_port} within {timeout}s")
+            time.sleep(0.05)
+        return self
+
     def recorded(self) -> float:
         """Records written so far (its `streamtap_recorder_written_total`)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:

@@ -209,7 +209,8 @@ def _run(
         noise = Foreign([mock.pid, *(p.pid for p in procs if p.proc is not None)])
         for p in mem_procs:
             _log(f"measure 5: memory of {p.name} after {mode.memory[0]:,} and {mode.memory[1]:,} streams")
-            res.memory[p.name] = cap.memory(lat.Path(p.name, p.url, p.pid), mode.memory)
+            recorded = p.recorded if isinstance(p, StreamtapProxy) else None
+            res.memory[p.name] = cap.memory(lat.Path(p.name, p.url, p.pid, recorded=recorded), mode.memory)
         res.foreign["5"] = noise.share()
         for p in mem_procs:
             p.stop()

@@ -39,11 +39,13 @@ class WorkerChannel:
         *,
         interval: float = 0.05,
         max_pending: int = 200_000,
+        max_batch: int = 5_000,
         start_timeout: float = 120.0,
     ) -> None:
         self.config = config
         self.interval = interval
         self.max_pending = max_pending
+        self.max_batch = max_batch
         self.start_timeout = start_timeout
         self._queue: deque[tuple[Any, ...]] = deque()
         self.put = self._queue.append  # the event loop's whole share of the work
@@ -136,8 +138,9 @@ class WorkerChannel:
     def _run(self) -> None:
         queue = self._queue
         backoff = 0.5
+        more = False
         while True:
-            stopping = self._stop.wait(self.interval)
+            stopping = self._stop.wait(0 if more else self.interval)
             if self._proc is None or self._proc.poll() is not None:
                 if stopping:
                     self._drop(len(queue))
@@ -146,7 +149,8 @@ class WorkerChannel:
                     backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
                     continue
                 backoff = 0.5
-            n = len(queue)
+            n = min(len(queue), self.max_batch)  # a backlog goes in bounded frames: bounded copies
+            more = len(queue) > n
             if n or self._lost:
                 batch: list[tuple[Any, ...]] = [queue.popleft() for _ in range(n)]
                 reported, self._lost = self._lost, 0

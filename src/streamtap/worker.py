@@ -22,6 +22,7 @@ import pickle
 import signal
 import struct
 import sys
+import time
 from typing import IO, Any
 
 from .errors import StreamtapError
@@ -110,15 +111,79 @@ class Worker:
             self.metrics_server.close()
 
 
-def _lower_priority(priority: str | int) -> None:
-    """`idle`: run only on CPU time nothing else wants (SCHED_IDLE: a proxy thread that wakes preempts
-    the worker at once). A number: that much `nice`. Where the worker has a core to itself, neither
-    changes anything."""
-    with contextlib.suppress(OSError, AttributeError):
-        if priority == "idle":
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        elif int(priority):
-            os.nice(int(priority))
+class Priority:
+    """The worker's CPU priority, for all its threads (Linux schedules each thread on its own).
+
+    `idle` (the default): SCHED_IDLE, the worker runs only on CPU time nothing else wants, and a proxy
+    thread that wakes preempts it at once, so recording never delays a stream. When the worker falls more
+    than `RAISE_LAG` seconds behind what the proxy observed (the CPU is full), it returns to normal
+    priority until it has caught up (below `LOWER_LAG`): forwarding then shares the CPU with recording,
+    instead of recording falling ever further behind. Leaving SCHED_IDLE needs CAP_SYS_NICE (root) or a
+    raised RLIMIT_NICE; without it the worker stays idle (and may fall behind under sustained full load).
+    A number instead of `idle`: a fixed `nice` increment. Where the worker has a core to itself, none of
+    this changes anything.
+    """
+
+    RAISE_LAG = 0.5
+    LOWER_LAG = 0.05
+
+    def __init__(self, policy: str | int) -> None:
+        self.policy = policy
+        self.raised = False
+        self._can_raise = policy == "idle"
+
+    def lower(self) -> None:
+        if self.policy == "idle":
+            self._set(os.SCHED_IDLE)
+        else:
+            with contextlib.suppress(OSError, ValueError):
+                for tid in _threads():
+                    os.setpriority(os.PRIO_PROCESS, tid, int(self.policy))
+
+    def follow(self, lag: float) -> None:
+        """Called with how far behind the proxy the worker is, in seconds."""
+        if not self._can_raise:
+            return
+        if not self.raised and lag > self.RAISE_LAG:
+            if self._set(os.SCHED_OTHER):
+                self.raised = True
+                log.info("streamtap: recording is %.1f s behind; the worker runs at normal priority", lag)
+            else:
+                self._can_raise = False
+                log.warning(
+                    "streamtap: recording is %.1f s behind and the worker may not raise its priority "
+                    "(needs CAP_SYS_NICE); it stays idle-only",
+                    lag,
+                )
+        elif self.raised and lag < self.LOWER_LAG:
+            self._set(os.SCHED_IDLE)
+            self.raised = False
+            log.info("streamtap: recording caught up; the worker runs at idle priority again")
+
+    @staticmethod
+    def _set(policy: int) -> bool:
+        ok = True
+        for tid in _threads():
+            try:
+                os.sched_setscheduler(tid, policy, os.sched_param(0))
+            except OSError:
+                ok = False  # a thread that just ended, or not permitted
+        return ok
+
+
+def _threads() -> list[int]:
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return [0]
+
+
+def _lag(batch: list[tuple[Any, ...]]) -> float:
+    """How long ago the proxy observed the newest message of `batch` (every kind but two carries a time)."""
+    for msg in reversed(batch):
+        if len(msg) > 2 and isinstance(msg[2], float):
+            return time.monotonic() - msg[2]
+    return 0.0
 
 
 def main() -> int:
@@ -149,7 +214,8 @@ def main() -> int:
         return 1
     stdout.write(b"ready\n")
     stdout.flush()
-    _lower_priority(config.get("priority", "idle"))
+    priority = Priority(config.get("priority", "idle"))
+    priority.lower()
     # As in the proxy: what is loaded by now lives as long as the process; full collections skip it.
     gc.freeze()
     handle = worker.pipeline.handle
@@ -157,6 +223,7 @@ def main() -> int:
 
     try:
         while (batch := read_frame(stdin)) is not None:
+            priority.follow(_lag(batch))
             handle(batch)
         # The proxy ends every exchange before it closes our stdin; any still open, it did not live to.
         worker.pipeline.close(Outcome.INTERRUPTED, "the proxy exited mid-stream")
