@@ -26,7 +26,7 @@ browser-deps:
 	      || echo "warning: could not install chromium; browser tests will be skipped"; \
 	  else echo "warning: chromium missing and not root; browser tests will be skipped"; fi; }
 
-test: install browser-deps
+test: install browser-deps lint
 	$(BIN)/python -m pytest -q
 
 lint: install
