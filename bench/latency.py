@@ -3,6 +3,7 @@ streamtap recorded compared with what the upstream really did."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -39,6 +40,9 @@ class Samples:
 
     latency_ms: list[float] = field(default_factory=list)  # per event: client read - upstream send
     added_ttft_ms: list[float] = field(default_factory=list)  # client TTFT - upstream TTFT
+    # per event after the first: |client-observed gap - sent gap| = |latency_k - latency_k-1|, what a recorder
+    # stamping at the client would get wrong: the floor the recorded gaps are compared against
+    gap_err_ms: list[float] = field(default_factory=list)
     streams: int = 0
     events: int = 0
     errors: int = 0
@@ -69,7 +73,9 @@ class Samples:
                 seen = [t for t, tokens in zip(res.events, _token_events(res.body), strict=False) if tokens]
                 pairs = list(zip(seen, (t for t, _, token in sends if token), strict=False))
                 first_seen = seen[0] if seen else None
-            self.latency_ms += [(seen_at - sent) * 1000 for seen_at, sent in pairs]
+            lats = [(seen_at - sent) * 1000 for seen_at, sent in pairs]
+            self.latency_ms += lats
+            self.gap_err_ms += [abs(b - a) for a, b in itertools.pairwise(lats)]
             if first_seen is not None and first_token_at is not None:
                 upstream_ttft = first_token_at - received
                 self.added_ttft_ms.append((first_seen - res.t_send - upstream_ttft) * 1000)
@@ -160,6 +166,7 @@ def summarize(samples: Samples) -> dict[str, float]:
         "events": samples.events,
         "errors": samples.errors,
         "mismatched": samples.mismatched,
+        "gap_err_p99": summary(samples.gap_err_ms)["p99"] if samples.gap_err_ms else math.nan,
         "cpu_us_per_event": samples.cpu_s / samples.events * 1e6 if samples.events else math.nan,
     }
 
