@@ -149,6 +149,22 @@ def test_ttft_follows_the_upstream_first_token_delay(
     assert rec.ttft_ms - true_ttft_ms < 100  # generous: no timing claims in the test suite, only sanity
 
 
+def test_model_of_a_request_body_over_one_mib(client: openai.OpenAI, db_url: str) -> None:
+    """The stored request body stops at 1 MiB; the model is still read from the whole body."""
+    prompt = "long context " * 160_000  # ~2 MiB, the model field after it in the JSON
+    stream = client.chat.completions.create(
+        model="mock-fast",
+        messages=[{"role": "user", "content": prompt}],
+        stream=True,
+        extra_headers={"x-mock-chunks": "2"},
+    )
+    for _ in stream:
+        pass
+    rec = recorded(db_url, stream.response.headers["x-mock-completion-id"])
+    assert rec.request_model == "mock-fast"
+    assert rec.request_body is not None and len(rec.request_body) == 1 << 20
+
+
 def test_async_stream_and_reasoning(proxy: ProxyProcess, db_url: str) -> None:
     async def go() -> tuple[str, str, str]:
         async with openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key="sk-async", max_retries=0) as c:

@@ -23,7 +23,7 @@ from mitmproxy import ctx, exceptions, http
 from .channel import WorkerChannel
 from .durations import parse_duration
 from .errors import StreamtapError
-from .pipeline import BODY, CHUNK, END, HEADERS, MAX_REQUEST_BODY, START, TAP_ERROR
+from .pipeline import BODY, CHUNK, END, HEADERS, MAX_PARSED_BODY, MAX_REQUEST_BODY, START, TAP_ERROR
 from .privacy import api_key_fingerprint, redact_url
 from .records import Outcome
 
@@ -286,7 +286,8 @@ class StreamtapAddon:
                 req.host,
                 req.path.split("?", 1)[0],
                 api_key_fingerprint(req.headers, req.query),
-                body[:MAX_REQUEST_BODY] if body else None,
+                # whole, for the worker to find the model in; beyond that only the part it stores
+                (body if len(body) <= MAX_PARSED_BODY else body[:MAX_REQUEST_BODY]) or None,
             )
         )
         self._keys[flow.id] = key

@@ -8,7 +8,6 @@ live one; only the clock is the archive's, or a synthetic one `gap_ms` apart whe
 from __future__ import annotations
 
 import dataclasses
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import sqlalchemy as sa
 
 from .errors import ConfigError, DatabaseError
 from .har import SSE_MIME, Exchange, parse_har
+from .pipeline import request_model
 from .privacy import redact_url
 from .recorder import Recorder
 from .records import Outcome, StreamRecord, StreamStart
@@ -47,17 +47,6 @@ def split_events(body: bytes) -> list[bytes]:
     return out
 
 
-def _request_model(body: str | None) -> str | None:
-    if not body:
-        return None
-    try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    model = obj.get("model") if isinstance(obj, dict) else None
-    return model if isinstance(model, str) else None
-
-
 def to_record(ex: Exchange, *, model: str | None = None, gap_ms: float = 20.0) -> StreamRecord:
     """Feed one exchange to a fresh tap on its own clock (t0 = 0) and return what the tap recorded."""
     parts = urlsplit(ex.url)
@@ -68,7 +57,7 @@ def to_record(ex: Exchange, *, model: str | None = None, gap_ms: float = 20.0) -
         url=redact_url(ex.url),
         host=parts.hostname or "",
         path=parts.path or "/",
-        request_model=model or _request_model(ex.request_body) or ex.request_model,
+        request_model=model or request_model(ex.request_body) or ex.request_model,
         api_key_fp=None,
         proxy_instance=INSTANCE,
         request_body=ex.request_body,

@@ -15,6 +15,7 @@ Messages are plain tuples of str/float/int/bytes/None (cheap to pickle), the fir
     (TAP_ERROR, where)                   the proxy's own side failed on an exchange (counted)
     (LOST, n)                            the proxy dropped `n` messages it could not hand over
 `url` is already redacted and `api_key_fp` already a fingerprint: credentials never leave the proxy.
+`request_body` is whole up to `MAX_PARSED_BODY` (the worker reads the model from it), else its first MiB.
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ log = logging.getLogger("streamtap")
 START, HEADERS, CHUNK, BODY, END, TAP_ERROR, LOST = range(7)
 
 MAX_REQUEST_BODY = 1 << 20  # request bodies are stored up to 1 MiB
+MAX_PARSED_BODY = 8 << 20  # and read for their `model` up to 8 MiB
 
 
-def request_model(body: bytes | None) -> str | None:
+def request_model(body: bytes | str | None) -> str | None:
     """The `model` of a JSON request body, if it has one."""
-    if not body or len(body) > 8 * MAX_REQUEST_BODY:
+    if not body:
         return None
     try:
         obj = json.loads(body)
@@ -151,7 +153,7 @@ class Pipeline:
         api_key_fp: str | None,
         body: bytes | None,
     ) -> None:
-        model = request_model(body)
+        model = request_model(body) if body and len(body) <= MAX_PARSED_BODY else None
         start = StreamStart(
             id=key,
             started_at=datetime.fromtimestamp(started_epoch, UTC),
