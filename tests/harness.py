@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -133,6 +134,10 @@ class ProxyProcess:
     def metrics_text(self) -> str:
         return httpx.get(self.metrics_url, timeout=5).text
 
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples (those carrying all `labels`) on the proxy's /metrics now."""
+        return metric_sum(self.metrics_text(), name, **labels)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         code = None
         if self.proc is not None:
@@ -251,6 +256,19 @@ def process_tree_rss(pid: int) -> int:
             with contextlib.suppress(OSError):
                 todo += [int(c) for c in (task / "children").read_text().split()]
     return total
+
+
+def finished_by_prompt(path: Path) -> dict[str, tuple[str, int]]:
+    """Finished streams in a SQLite file, by the prompt (first message) that tagged them:
+    (outcome, event_count)."""
+    conn = sqlite3.connect(path, timeout=10)
+    try:
+        rows = conn.execute(
+            "SELECT request_body, outcome, event_count FROM streams WHERE outcome != 'in_progress'"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {json.loads(body)["messages"][0]["content"]: (outcome, count) for body, outcome, count in rows}
 
 
 def metric_sum(metrics_text: str, name: str, **labels: str) -> float:

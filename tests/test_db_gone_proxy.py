@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session
 
 from db_faults import pg_cluster, read_only
@@ -105,15 +104,6 @@ def assert_recorded(rec: StreamRecord, sent: Sent) -> None:
     assert b"".join(e.raw for e in rec.events) == sent.body  # byte for byte what the client got
 
 
-def metric(proxy: ProxyProcess, name: str) -> float:
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(proxy.metrics_text())
-        for s in family.samples
-        if s.name == name
-    )
-
-
 class Traffic:
     """Client threads streaming through the proxy, one after another each, until stopped."""
 
@@ -176,7 +166,7 @@ def test_sqlite_file_deleted_mid_traffic(upstream: MockUpstream, tmp_path: Path)
             assert_recorded(found[marker], s)
         assert "<warm>" not in found  # a new file: what the deleted one held is gone with it
         assert "is gone; creating a new one" in proxy.output()
-        assert metric(proxy, "streamtap_recorder_dropped_total") == 0
+        assert proxy.metric("streamtap_recorder_dropped_total") == 0
 
 
 def outage(
@@ -209,7 +199,7 @@ def outage(
         expected = 2 * streams - held - QUEUE
         assert expected > 0
         wait_for(
-            lambda: metric(proxy, "streamtap_recorder_dropped_total") == expected,
+            lambda: proxy.metric("streamtap_recorder_dropped_total") == expected,
             30,
             what=f"{expected} drops",
         )
@@ -218,7 +208,7 @@ def outage(
     finally:
         bring_back()
     # Until the writer's next attempt (its backoff is up to 5 s) the queue is still full: wait for it.
-    wait_for(lambda: metric(proxy, "streamtap_recorder_queue_depth") == 0, 60, what="the queue drained")
+    wait_for(lambda: proxy.metric("streamtap_recorder_queue_depth") == 0, 60, what="the queue drained")
     more = stream(proxy.url, "<back>")
     # The queue is first in, first out: once <back> is written, so is everything kept before it.
     found = wait_for(lambda: records_having(url, "<back>"), 60, what="recording resumed")
@@ -228,11 +218,11 @@ def outage(
     for marker, s in kept.items():
         assert_recorded(found[marker], s)
     wait_for(
-        lambda: metric(proxy, "streamtap_recorder_written_total") == 2 + len(kept),
+        lambda: proxy.metric("streamtap_recorder_written_total") == 2 + len(kept),
         30,
         what="the written count to match the database",
     )
-    assert metric(proxy, "streamtap_recorder_dropped_total") == expected
+    assert proxy.metric("streamtap_recorder_dropped_total") == expected
 
 
 def test_sqlite_read_only_mid_traffic(upstream: MockUpstream, tmp_path: Path) -> None:

@@ -41,15 +41,6 @@ def record_of(proxy: ProxyProcess, completion_id: str) -> StreamRecord:
     return rec
 
 
-def metric(proxy: ProxyProcess, name: str) -> float:
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(proxy.metrics_text())
-        for s in family.samples
-        if s.name == name
-    )
-
-
 def test_a_10_mib_event_passes_whole(proxy: ProxyProcess) -> None:
     body = {"model": "mock-fast", "stream": True, "messages": [{"role": "user", "content": "big"}]}
     with (
@@ -135,9 +126,9 @@ def test_stored_values_are_never_interpreted(proxy: ProxyProcess) -> None:
 
 def test_many_concurrent_streams_no_drops_no_tap_errors(proxy: ProxyProcess, upstream: MockUpstream) -> None:
     """Three rounds of 200 streams at once (the 500 x 60 s soak is tests/test_soak.py)."""
-    dropped_before = metric(proxy, "streamtap_recorder_dropped_total")
-    errors_before = metric(proxy, "streamtap_tap_errors_total")
-    written_before = metric(proxy, "streamtap_recorder_written_total")
+    dropped_before = proxy.metric("streamtap_recorder_dropped_total")
+    errors_before = proxy.metric("streamtap_tap_errors_total")
+    written_before = proxy.metric("streamtap_recorder_written_total")
 
     async def one(client: httpx.AsyncClient, i: int) -> bool:
         body = {"model": "mock-load", "stream": True, "messages": [{"role": "user", "content": str(i)}]}
@@ -161,12 +152,12 @@ def test_many_concurrent_streams_no_drops_no_tap_errors(proxy: ProxyProcess, ups
     results = asyncio.run(main())
     assert all(results) and len(results) == 600
     wait_for(
-        lambda: metric(proxy, "streamtap_recorder_written_total") >= written_before + 600,
+        lambda: proxy.metric("streamtap_recorder_written_total") >= written_before + 600,
         30,
         what="600 records written",
     )
-    assert metric(proxy, "streamtap_recorder_dropped_total") == dropped_before
-    assert metric(proxy, "streamtap_tap_errors_total") == errors_before
+    assert proxy.metric("streamtap_recorder_dropped_total") == dropped_before
+    assert proxy.metric("streamtap_tap_errors_total") == errors_before
 
 
 def test_client_disconnect_before_first_token(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import ClientStream, ProxyProcess, metric_sum, stream_sse, wait_for
+from harness import ClientStream, ProxyProcess, finished_by_prompt, metric_sum, stream_sse, wait_for
 from streamtap.mock_upstream import MockUpstream
 
 pytestmark = pytest.mark.slow
@@ -44,18 +43,6 @@ def _payload(tag: str) -> dict[str, object]:
     return {"model": "mock-gaps", "stream": True, "messages": [{"role": "user", "content": tag}]}
 
 
-def _rows(path: Path) -> dict[str, tuple[str, int]]:
-    """Finished streams by the prompt that tagged them: (outcome, event_count)."""
-    conn = sqlite3.connect(path, timeout=10)
-    try:
-        rows = conn.execute(
-            "SELECT request_body, outcome, event_count FROM streams WHERE outcome != 'in_progress'"
-        ).fetchall()
-    finally:
-        conn.close()
-    return {json.loads(body)["messages"][0]["content"]: (outcome, count) for body, outcome, count in rows}
-
-
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -71,7 +58,7 @@ def test_client_gaps_unchanged_while_the_database_is_locked(upstream: MockUpstre
     with ProxyProcess(f"sqlite:///{path}", tmp_path, upstream=upstream.url) as proxy:
         warm = asyncio.run(stream_sse(proxy.port, _payload("warm-up"), {"x-mock-chunks": "3"}))
         assert warm.status == 200
-        wait_for(lambda: "warm-up" in _rows(path), 15, what="the warm-up stream recorded")
+        wait_for(lambda: "warm-up" in finished_by_prompt(path), 15, what="the warm-up stream recorded")
 
         longs = [ClientStream() for _ in range(LONG_STREAMS)]
         churned: list[tuple[str, ClientStream, float]] = []  # (tag, stream, finished at)
@@ -154,8 +141,12 @@ def test_client_gaps_unchanged_while_the_database_is_locked(upstream: MockUpstre
 
         # after the lock, everything is written
         expected = {"warm-up", *(f"long-{i}" for i in range(LONG_STREAMS)), *(tag for tag, _, _ in churned)}
-        wait_for(lambda: _rows(path).keys() >= expected, 30, what="every stream written after the lock")
-        rows = _rows(path)
+        wait_for(
+            lambda: finished_by_prompt(path).keys() >= expected,
+            30,
+            what="every stream written after the lock",
+        )
+        rows = finished_by_prompt(path)
         assert rows.keys() == expected
         assert {outcome for outcome, _ in rows.values()} == {"completed"}
         for i, res in enumerate(longs):

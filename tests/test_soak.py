@@ -12,14 +12,21 @@ import asyncio
 import itertools
 import json
 import random
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness import ClientStream, ProxyProcess, metric_sum, process_tree_rss, stream_sse, wait_for
+from harness import (
+    ClientStream,
+    ProxyProcess,
+    finished_by_prompt,
+    metric_sum,
+    process_tree_rss,
+    stream_sse,
+    wait_for,
+)
 from streamtap.mock_upstream import LOG_LIMIT, MockUpstream
 
 pytestmark = pytest.mark.slow
@@ -48,18 +55,6 @@ def _content(body: bytes) -> str:
             if choices:
                 text.append(choices[0]["delta"].get("content") or "")
     return "".join(text)
-
-
-def _rows(path: Path) -> dict[str, tuple[str, int]]:
-    """Finished streams by the prompt that tagged them: (outcome, event_count)."""
-    conn = sqlite3.connect(path, timeout=10)
-    try:
-        rows = conn.execute(
-            "SELECT request_body, outcome, event_count FROM streams WHERE outcome != 'in_progress'"
-        ).fetchall()
-    finally:
-        conn.close()
-    return {json.loads(body)["messages"][0]["content"]: (outcome, count) for body, outcome, count in rows}
 
 
 def test_500_concurrent_streams_for_a_minute(upstream: MockUpstream, tmp_path: Path) -> None:
@@ -138,8 +133,10 @@ def test_500_concurrent_streams_for_a_minute(upstream: MockUpstream, tmp_path: P
 
         # every stream recorded, completed, with all its events
         expected = {tag for tag, _ in done}
-        wait_for(lambda: _rows(path).keys() >= expected, 60, interval=1, what="every stream recorded")
-        rows = _rows(path)
+        wait_for(
+            lambda: finished_by_prompt(path).keys() >= expected, 60, interval=1, what="every stream recorded"
+        )
+        rows = finished_by_prompt(path)
         assert rows.keys() == expected
         outcomes = [outcome for outcome, _ in rows.values()]
         assert set(outcomes) == {"completed"}, {o: outcomes.count(o) for o in set(outcomes)}
