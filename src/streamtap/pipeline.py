@@ -111,7 +111,7 @@ class Pipeline:
         for key in list(self._taps):
             try:
                 self._end(key, None, disconnect, reason)
-            except Exception:
+            except Exception:  # one record failing must not leave the others open
                 self._count_tap_error("while finishing the record")
 
     # -- the messages ----------------------------------------------------------------------------------
@@ -207,13 +207,10 @@ class Pipeline:
             n,
             len(self._taps),
         )
-        for key, tap in list(self._taps.items()):
+        for key, tap in self._taps.items():
             if key not in self._broken:
                 tap.tap_errors += 1
-            try:
-                self._end(key, None, Outcome.INTERRUPTED, "recording incomplete: observations were dropped")
-            except Exception:
-                self._count_tap_error("while finishing the record")
+        self.close(Outcome.INTERRUPTED, "recording incomplete: observations were dropped")
 
     def _count_tap_error(self, where: str) -> None:
         log.exception("streamtap: tap error %s (the client's stream is unaffected)", where)
