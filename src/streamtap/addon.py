@@ -8,6 +8,7 @@ records and serves `/metrics`, so none of that shares this interpreter with the 
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -166,6 +167,7 @@ class StreamtapAddon:
         # The sender thread runs Python between its writes; by default the event loop waits up to 5 ms
         # for the GIL whenever data arrives meanwhile. 0.5 ms bounds that wait.
         sys.setswitchinterval(0.0005)
+        log.info("streamtap: event loop %s", type(asyncio.get_running_loop()).__module__.split(".")[0])
 
     def worker_config(self) -> dict[str, Any]:
         """What the worker needs to know (see `streamtap.worker.Worker`)."""
