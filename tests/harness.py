@@ -66,8 +66,10 @@ class ProxyProcess:
         mode: str = "reverse",
         extra: list[str] | None = None,
         metrics: bool = True,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.db_url = db_url
+        self.env = env or {}
         self.port = free_port()
         self.metrics_port = free_port() if metrics else 0
         self.workdir = workdir
@@ -102,7 +104,7 @@ class ProxyProcess:
 
     def start(self, timeout: float = 30.0) -> ProxyProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         env.pop("HTTPS_PROXY", None)
         env.pop("HTTP_PROXY", None)
         self.proc = subprocess.Popen(

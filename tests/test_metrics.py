@@ -7,7 +7,7 @@ import urllib.request
 from datetime import UTC, datetime
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -19,6 +19,7 @@ from streamtap.metrics import (
     build_metrics,
     finish_reason_label,
     normalize_label,
+    observe_all,
     serve,
 )
 from streamtap.records import FINAL_OUTCOMES, Choice, EventKind, EventRecord, Outcome, StreamRecord, Usage
@@ -393,3 +394,29 @@ class TestServe:
         server.close()
         again = serve(registry, port=port)
         again.close()
+
+
+def _histogram_samples(values: list[float], batched: bool) -> dict[tuple[str, str], float]:
+    registry = CollectorRegistry()
+    child = Histogram("h", "h", ["model"], registry=registry, buckets=(0.001, 0.01, 0.1, 1.0)).labels("m")
+    if batched:
+        observe_all(child, values)
+    else:
+        for value in values:
+            child.observe(value)
+    return {(s.name, s.labels.get("le", "")): s.value for f in registry.collect() for s in f.samples}
+
+
+def test_observe_all_counts_like_observe() -> None:
+    """Bounds themselves, values between, past the last bound (+Inf), zero and none at all."""
+    rng = random.Random(7)
+    values = [0.0, 0.001, 0.01, 0.1, 1.0, 0.0010001, 5.0, 1e9, *(rng.uniform(0, 2) for _ in range(500))]
+    for sample in (values, values[:1], []):
+        one_by_one = _histogram_samples(sample, batched=False)
+        batched = _histogram_samples(sample, batched=True)
+        assert batched.keys() == one_by_one.keys()
+        for key, value in one_by_one.items():
+            assert batched[key] == pytest.approx(value, rel=1e-12), key
+    batched = _histogram_samples(values, batched=True)
+    assert batched[("h_bucket", "0.001")] == sum(v <= 0.001 for v in values) >= 2  # le: bounds included
+    assert batched[("h_bucket", "+Inf")] == batched[("h_count", "")] == len(values)

@@ -484,6 +484,32 @@ def test_metrics_endpoint_counts_streams(proxy: ProxyProcess, client: openai.Ope
     wait_for(lambda: total() >= before + 3, 10, what="streams_total to grow by 3")
 
 
+@pytest.mark.parametrize(("setting", "loop"), [(None, "uvloop"), ("asyncio", "asyncio")])
+def test_event_loop(
+    upstream: MockUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str | None, loop: str
+) -> None:
+    """uvloop runs mitmproxy by default; STREAMTAP_EVENT_LOOP=asyncio keeps asyncio's own loop. Either way
+    a stream goes through and is recorded."""
+    monkeypatch.delenv("STREAMTAP_EVENT_LOOP", raising=False)
+    db = f"sqlite:///{tmp_path / 'loop.db'}"
+    env = {"STREAMTAP_EVENT_LOOP": setting} if setting else {}
+    with ProxyProcess(db, tmp_path, upstream=upstream.url, env=env) as proxy:
+        with openai.OpenAI(base_url=proxy.url + "/v1", api_key="k", max_retries=0) as c:
+            text = "".join(
+                chunk.choices[0].delta.content or ""
+                for chunk in c.chat.completions.create(
+                    model="mock-fast",
+                    stream=True,
+                    messages=[{"role": "user", "content": "loop"}],
+                    extra_headers={"x-mock-chunks": "5", "x-mock-gap-ms": "0"},
+                )
+                if chunk.choices
+            )
+        wait_for(lambda: proxy.metric("streamtap_recorder_written_total") >= 1, 10, what="the record")
+        assert f"streamtap: event loop {loop}" in proxy.output()
+    assert text
+
+
 def test_sigterm_drains_the_queue(upstream: MockUpstream, tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'drain.db'}"
     proxy = ProxyProcess(db, tmp_path, upstream=upstream.url, metrics=False).start()

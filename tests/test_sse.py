@@ -484,3 +484,31 @@ class TestCorpusSpecifics:
     def test_assistants_done_event_name(self) -> None:
         last = events(self._items("openai_assistants_run_stream_event_done.sse"))[-1]
         assert (last.event, last.data) == ("done", "[DONE]")
+
+
+@pytest.mark.parametrize("path", SSE_FILES, ids=_ids(SSE_FILES))
+def test_corpus_one_read_per_item(path: Path) -> None:
+    """Each item in a read of its own (how most chunks arrive; one `data:` line takes the decoder's fast
+    path) gives the items one read of the whole body gives."""
+    body = path.read_bytes()
+    whole = decode(body)
+    assert decode(*(item.raw for item in whole)) == whole
+
+
+@pytest.mark.parametrize(
+    ("reads", "expected"),
+    [
+        ([b"data:x\n\n"], [("x", None)]),  # no space after the colon
+        ([b"data:  x\n\n"], [(" x", None)]),  # only one space is removed
+        ([b"data:\n\n"], [("", None)]),  # an empty data line still dispatches
+        ([b"id: 7\n\n", b"data: x\n\n"], [("x", "7")]),  # the last event ID carries over
+        ([b"event: e\n", b"data: x\n\n"], [("x", None)]),  # a pending field: the general path
+        ([b"\xef\xbb\xbfdata: x\n\n", b"data: y\n\n"], [("x", None), ("y", None)]),
+        ([b"data: a\xffb\n\n"], [("a\ufffdb", None)]),  # invalid UTF-8 replaced, as for any line
+    ],
+)
+def test_one_data_line_reads(reads: list[bytes], expected: list[tuple[str, str | None]]) -> None:
+    items = events(decode(*reads))
+    assert [(i.data, i.id) for i in items] == expected
+    assert items == events(decode(b"".join(reads)))
+    assert b"".join(i.raw for i in decode(*reads)) == b"".join(reads)

@@ -32,7 +32,7 @@ from .semantics import DONE as _DONE
 from .semantics import ERROR as _ERROR
 from .semantics import MALFORMED as _MALFORMED
 from .semantics import TOKENS as _TOKENS
-from .semantics import Interpretation
+from .semantics import Interpretation, loads
 from .semantics import ToolCallBuilder as _Tool
 from .sse import ItemKind, SSEItem
 
@@ -98,7 +98,7 @@ class AnthropicInterpreter:
         if item.kind is not ItemKind.EVENT:
             return _MALFORMED
         try:
-            obj = json.loads(item.data)
+            obj = loads(item.data)
         except (ValueError, RecursionError):
             obj = None
         if not isinstance(obj, dict):

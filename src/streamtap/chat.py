@@ -30,7 +30,7 @@ from .semantics import DONE as _DONE
 from .semantics import ERROR as _ERROR
 from .semantics import MALFORMED as _MALFORMED
 from .semantics import TOKENS as _TOKENS
-from .semantics import Interpretation
+from .semantics import Interpretation, loads
 from .semantics import ToolCallBuilder as _ToolCallAcc
 from .sse import ItemKind, SSEItem
 
@@ -122,7 +122,7 @@ class ChatInterpreter:
             self.saw_done = True
             return _DONE
         try:
-            obj = json.loads(data)
+            obj = loads(data)
         except (ValueError, RecursionError):
             if item.event == "error":
                 self._set_error(data or "error event")
@@ -142,7 +142,8 @@ class ChatInterpreter:
         model = obj.get("model")
         if self.model is None and isinstance(model, str) and model:
             self.model = model
-        self._take_usage(obj)
+        if "usage" in obj or "x_groq" in obj:
+            self._take_usage(obj)
         tokens = content = False
         choices = obj.get("choices")
         if isinstance(choices, list):
@@ -169,8 +170,11 @@ class ChatInterpreter:
             self.error = text
 
     def _feed_choice(self, choice: dict[str, Any]) -> tuple[bool, bool]:
-        index = _int(choice.get("index"))
-        acc = self._choice(index if index is not None else 0)
+        index = choice.get("index")
+        acc = self._choices.get(index) if type(index) is int else None
+        if acc is None:
+            index = _int(index)
+            acc = self._choice(index if index is not None else 0)
         tokens = content = False
         delta = choice.get("delta")
         if not isinstance(delta, dict):

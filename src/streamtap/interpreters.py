@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Protocol
 
 from .anthropic_api import AnthropicInterpreter
 from .chat import ChatInterpreter
 from .records import Choice, Usage
 from .responses_api import ResponsesInterpreter
-from .semantics import Interpretation
+from .semantics import Interpretation, loads
 from .sse import ItemKind, SSEItem
 
 OPENAI_CHAT = "openai.chat"
@@ -56,7 +55,7 @@ def _api_by_event(item: SSEItem) -> str | None:
     kind = item.event
     if kind is None and item.kind is ItemKind.EVENT and item.data.startswith("{"):
         try:
-            obj = json.loads(item.data)
+            obj = loads(item.data)
         except (ValueError, RecursionError):
             return None
         if isinstance(obj, dict) and isinstance(obj.get("type"), str):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import math
 import threading
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer
@@ -221,8 +222,9 @@ class Metrics:
             series.ttft.observe(record.ttft_ms / 1000)
         if record.duration_ms is not None:
             series.duration.observe(record.duration_ms / 1000)
-        for gap_ms in record.gaps_ms:
-            series.gap.observe(gap_ms / 1000)
+        gaps = record.gaps_ms
+        if gaps:
+            observe_all(series.gap, [gap_ms / 1000 for gap_ms in gaps])
         usage = record.usage
         if usage is None:
             return
@@ -306,6 +308,35 @@ class Metrics:
             child = self.streams.labels(series.model, series.upstream, outcome, reason)
             series.streams[outcome, reason] = child
         return child
+
+
+def observe_all(histogram: Histogram, values: Sequence[float]) -> None:
+    """`histogram.observe(v)` for every v, with one increment per bucket hit instead of two per value.
+
+    A stream's gaps arrive together when it ends; observing them one by one took two locked increments
+    each, about a tenth of the worker's time per event. This reaches into the client's histogram child
+    (`_upper_bounds`, `_buckets`, `_sum`, unchanged for years); should those change, it falls back to
+    `observe()`.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if not (
+        isinstance(bounds, list)
+        and isinstance(buckets, list)
+        and len(bounds) == len(buckets)
+        and total is not None
+    ):
+        for value in values:
+            histogram.observe(value)
+        return
+    counts = [0] * len(bounds)
+    for value in values:
+        counts[bisect_left(bounds, value)] += 1  # the first bound >= value, as observe() picks it
+    total.inc(math.fsum(values))
+    for bucket, n in zip(buckets, counts, strict=True):
+        if n:
+            bucket.inc(n)
 
 
 def build_metrics(

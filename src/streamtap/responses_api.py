@@ -30,7 +30,7 @@ from .semantics import DONE as _DONE
 from .semantics import ERROR as _ERROR
 from .semantics import MALFORMED as _MALFORMED
 from .semantics import TOKENS as _TOKENS
-from .semantics import Interpretation
+from .semantics import Interpretation, loads
 from .semantics import ToolCallBuilder as _Tool
 from .sse import ItemKind, SSEItem
 
@@ -107,7 +107,7 @@ class ResponsesInterpreter:
             self.saw_done = True
             return _DONE
         try:
-            obj = json.loads(data)
+            obj = loads(data)
         except (ValueError, RecursionError):
             obj = None
         if not isinstance(obj, dict):

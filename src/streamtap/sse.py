@@ -58,6 +58,22 @@ class SSEDecoder:
         if not chunk:
             return []
         buf = self._buf
+        if (
+            chunk[-2:] == b"\n\n"
+            and chunk.startswith(b"data:")
+            and not buf
+            and not self._fields
+            and not self._raw
+            and self._started
+            and chunk.count(b"\n") == 2
+            and _CR_BYTE not in chunk
+        ):
+            # A read that is exactly one `data:` line and its blank line, with nothing pending: how most
+            # chunks of a stream arrive. The same item the line-by-line path below would return.
+            value = chunk[6:-2] if chunk[5:6] == b" " else chunk[5:-2]
+            return [
+                SSEItem(ItemKind.EVENT, bytes(chunk), value.decode("utf-8", "replace"), None, self._last_id)
+            ]
         buf += chunk
         if not self._started:
             # "One leading U+FEFF BYTE ORDER MARK character must be ignored if any are present."
