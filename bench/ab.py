@@ -191,8 +191,12 @@ def main(argv: list[str] | None = None) -> int:
                         f"{lv.concurrency}→{lv.delivered:.0f} ({lv.growth * 100:+.0f}%)" for lv in r.levels
                     )
                     cpu = fmt(best.cpu_us_per_event, 1) if best else "-"
-                    cap_rows.append([r.path, f"{best.delivered:.0f}" if best else "-", cpu, levels])
-                print(table(["path", "capacity (ev/s)", "CPU per event there (µs)", "levels"], cap_rows))
+                    delivered = (
+                        (f"≥ {best.delivered:.0f}" if r.capped else f"{best.delivered:.0f}") if best else "-"
+                    )
+                    cap_rows.append([r.path, delivered, cpu, fmt(r.cpu_bound, 0), levels])
+                header = ["path", "capacity (ev/s)", "CPU per event there (µs)", "events/s per CPU", "levels"]
+                print(table(header, cap_rows))
         finally:
             for p in procs:
                 p.stop()

@@ -20,7 +20,7 @@ class Level:
     gap_ms: float  # mean gap between a stream's token events, as the client saw them
     send_gap_ms: float  # the same, as the upstream sent them (it slows down too when its CPU is short)
     cpu_util: float = math.nan  # the proxy's CPU time / wall time
-    cpu_us_per_event: float = math.nan  # the proxy's CPU time per event forwarded
+    cpu_us_per_event: float = math.nan  # the proxy's CPU time per event forwarded (and recorded)
     errors: int = 0
     catch_up_s: float | None = (
         None  # a recording path: seconds after the level until every stream was written
@@ -47,6 +47,11 @@ class Ramp:
                 break
             best = level
         return best
+
+    @property
+    def capped(self) -> bool:
+        """Every level passed: the harness ran out before the proxy did, the capacity is a lower bound."""
+        return bool(self.levels) and self.capacity is self.levels[-1]
 
     @property
     def cpu_bound(self) -> float | None:
@@ -99,6 +104,9 @@ def _level(mock: MockProcess, path: Path, c: int, cfg: CapacityConfig) -> Level:
         # every stream of the level is recorded, and so is each worker's warm-up exchange
         _catch_up(path, recorded0, len(load.results) + c) if path.recorded is not None else (None, 0)
     )
+    # What the level's events cost in all, recording included: a worker that fell behind during the load
+    # spends the rest of it while we wait above.
+    cpu_all = (cpu_seconds(path.pid) - cpu0[0]) if path.pid else math.nan
     entries = mock.entries([r.cid for r in load.results])
     mock.clear()
     lo, hi = load.started_at + cfg.warmup, load.started_at + cfg.duration
@@ -125,7 +133,7 @@ def _level(mock: MockProcess, path: Path, c: int, cfg: CapacityConfig) -> Level:
         gap_ms=seen / gaps * 1000 if gaps else math.nan,
         send_gap_ms=sent / gaps * 1000 if gaps else math.nan,
         cpu_util=cpu / wall,
-        cpu_us_per_event=cpu / events * 1e6 if events else math.nan,
+        cpu_us_per_event=cpu_all / events * 1e6 if events else math.nan,
         errors=load.errors,
         catch_up_s=catch_up,
         unrecorded=unrecorded,
