@@ -108,6 +108,10 @@ class LatencyConfig:
     chunks: int = 50
     duration: dict[int, float] = field(default_factory=lambda: {1: 6.0, 50: 5.0, 200: 5.0})
     rounds: int = 2
+    level_rounds: dict[int, int] = field(default_factory=dict)  # more, shorter rounds at some levels
+
+    def rounds_at(self, c: int) -> int:
+        return self.level_rounds.get(c, self.rounds)
 
 
 def warm_up(mock: MockProcess, paths: list[Path]) -> None:
@@ -123,8 +127,10 @@ def warm_up(mock: MockProcess, paths: list[Path]) -> None:
 def measure(mock: MockProcess, paths: list[Path], cfg: LatencyConfig) -> dict[int, dict[str, Samples]]:
     """Rounds of (level x path), the order of paths rotating each round so drift hits all alike."""
     out: dict[int, dict[str, Samples]] = {c: {p.name: Samples() for p in paths} for c in cfg.levels}
-    for rnd in range(cfg.rounds):
+    for rnd in range(max(cfg.rounds_at(c) for c in cfg.levels)):
         for c in cfg.levels:
+            if rnd >= cfg.rounds_at(c):
+                continue
             order = paths[rnd % len(paths) :] + paths[: rnd % len(paths)]
             for path in order:
                 req = path.request(chunks=cfg.chunks, gap_ms=cfg.gap_ms, ttft_ms=cfg.ttft_ms)
@@ -138,7 +144,7 @@ def measure(mock: MockProcess, paths: list[Path], cfg: LatencyConfig) -> dict[in
                     url=path.url,
                     request=req,
                     concurrency=c,
-                    duration=cfg.duration[c] / cfg.rounds,
+                    duration=cfg.duration[c] / cfg.rounds_at(c),
                     stagger=(cfg.ttft_ms + cfg.chunks * cfg.gap_ms) / 1000,
                     warm=path.request(chunks=1, gap_ms=0, ttft_ms=0),
                     seed=rnd * 1000 + c,
