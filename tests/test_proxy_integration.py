@@ -10,8 +10,10 @@ import asyncio
 import gzip
 import itertools
 import json
+import os
 import signal
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -484,12 +486,12 @@ def test_metrics_endpoint_counts_streams(proxy: ProxyProcess, client: openai.Ope
     wait_for(lambda: total() >= before + 3, 10, what="streams_total to grow by 3")
 
 
-@pytest.mark.parametrize(("setting", "loop"), [(None, "uvloop"), ("asyncio", "asyncio")])
+@pytest.mark.parametrize(("setting", "loop"), [(None, "asyncio"), ("uvloop", "uvloop")])
 def test_event_loop(
     upstream: MockUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str | None, loop: str
 ) -> None:
-    """uvloop runs mitmproxy by default; STREAMTAP_EVENT_LOOP=asyncio keeps asyncio's own loop. Either way
-    a stream goes through and is recorded."""
+    """asyncio's loop runs mitmproxy by default; STREAMTAP_EVENT_LOOP=uvloop asks for uvloop. Either way a
+    stream goes through and is recorded."""
     monkeypatch.delenv("STREAMTAP_EVENT_LOOP", raising=False)
     db = f"sqlite:///{tmp_path / 'loop.db'}"
     env = {"STREAMTAP_EVENT_LOOP": setting} if setting else {}
@@ -508,6 +510,50 @@ def test_event_loop(
         wait_for(lambda: proxy.metric("streamtap_recorder_written_total") >= 1, 10, what="the record")
         assert f"streamtap: event loop {loop}" in proxy.output()
     assert text
+
+
+@pytest.mark.parametrize(("setting", "stamped"), [(None, True), ("uvloop", False)])
+def test_chunks_are_timed_when_they_arrive(
+    upstream: MockUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str | None,
+    stamped: bool,
+) -> None:
+    """The proxy is frozen (SIGSTOP) for 600 ms right after the first token; the upstream sends the second
+    400 ms after the first, meanwhile. With the kernel's receive timestamps (asyncio's loop, the default)
+    the recorded gap is the upstream's 400 ms; timed when the loop reads it (uvloop), it is the ~600 ms
+    the proxy was frozen."""
+    monkeypatch.delenv("STREAMTAP_EVENT_LOOP", raising=False)
+    db = f"sqlite:///{tmp_path / 'stamps.db'}"
+    env = {"STREAMTAP_EVENT_LOOP": setting} if setting else {}
+    with ProxyProcess(db, tmp_path, upstream=upstream.url, env=env) as proxy:
+        assert proxy.proc is not None
+        pid = proxy.proc.pid
+        with openai.OpenAI(base_url=proxy.url + "/v1", api_key="k", max_retries=0) as c:
+            tokens = 0
+            for chunk in c.chat.completions.create(
+                model="mock-fast",
+                stream=True,
+                messages=[{"role": "user", "content": "stamps"}],
+                extra_headers={"x-mock-chunks": "3", "x-mock-gap-ms": "400", "x-mock-ttft-ms": "50"},
+            ):
+                if chunk.choices and chunk.choices[0].delta.content:
+                    tokens += 1
+                    if tokens == 1:
+                        os.kill(pid, signal.SIGSTOP)
+                        try:
+                            time.sleep(0.6)
+                        finally:
+                            os.kill(pid, signal.SIGCONT)
+        rec = find_record(db, lambda r: r.request_body is not None and "stamps" in r.request_body)
+    token_events = [e for e in rec.events if e.tokens]
+    assert len(token_events) == tokens == 3
+    gap = token_events[1].t_ms - token_events[0].t_ms
+    if stamped:
+        assert 350 < gap < 480, gap
+    else:
+        assert gap > 550, gap
 
 
 def test_sigterm_drains_the_queue(upstream: MockUpstream, tmp_path: Path) -> None:

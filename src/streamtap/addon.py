@@ -20,13 +20,16 @@ from time import monotonic
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
+from . import rxstamp
 from .channel import WorkerChannel
 from .durations import parse_duration
 from .errors import StreamtapError
 from .pipeline import BODY, CHUNK, END, HEADERS, MAX_PARSED_BODY, MAX_REQUEST_BODY, START, TAP_ERROR
 from .privacy import api_key_fingerprint, redact_url
 from .records import Outcome
+from .rxstamp import StampingSocket
 
 log = logging.getLogger("streamtap")
 
@@ -65,12 +68,32 @@ class _Tee:
         return chunk
 
 
+class _StampedTee(_Tee):
+    """A `_Tee` on an upstream connection whose reads carry the kernel's arrival time (`rxstamp`): each chunk
+    gets the time its bytes reached the socket, not the time the event loop got round to them. That reading
+    is never later than monotonic() now, and when mitmproxy hands over a chunk no later read has happened
+    on its connection yet, except where a hook ran in between (then it is that read's time: still earlier
+    than now)."""
+
+    __slots__ = ("stamps",)
+
+    def __init__(self, key: str, put: Any, stamps: StampingSocket) -> None:
+        super().__init__(key, put)
+        self.stamps = stamps
+
+    def __call__(self, chunk: bytes) -> bytes:
+        received = self.stamps.received
+        self.put((CHUNK, self.key, monotonic() if received is None else received, chunk))
+        return chunk
+
+
 class StreamtapAddon:
     """Records every LLM exchange passing through mitmproxy. Options are `streamtap_*`."""
 
     def __init__(self) -> None:
         self.channel: WorkerChannel | None = None
         self._keys: dict[str, str] = {}  # flow id -> stream id, while the exchange is open
+        self._stamps: dict[str, StampingSocket] = {}  # server connection id -> its reads' arrival times
         self._put: Any = None
         self._running = False
         self.instance = ""
@@ -167,7 +190,11 @@ class StreamtapAddon:
         # The sender thread runs Python between its writes; by default the event loop waits up to 5 ms
         # for the GIL whenever data arrives meanwhile. 0.5 ms bounds that wait.
         sys.setswitchinterval(0.0005)
-        log.info("streamtap: event loop %s", type(asyncio.get_running_loop()).__module__.split(".")[0])
+        loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+        if loop == "asyncio" and rxstamp.SO_TIMESTAMPNS is not None:
+            log.info("streamtap: event loop asyncio; chunks are timed by the kernel's receive timestamps")
+        else:
+            log.info("streamtap: event loop %s; chunks are timed when the loop reads them", loop)
 
     def worker_config(self) -> dict[str, Any]:
         """What the worker needs to know (see `streamtap.worker.Worker`)."""
@@ -205,6 +232,17 @@ class StreamtapAddon:
         if channel is not None:
             channel.close()
 
+    # -- connection hooks ------------------------------------------------------------------------------
+    def server_connected(self, data: ServerConnectionHookData) -> None:
+        if self._put is None:
+            return
+        stamps = rxstamp.attach(data.server)
+        if stamps is not None:
+            self._stamps[data.server.id] = stamps
+
+    def server_disconnected(self, data: ServerConnectionHookData) -> None:
+        self._stamps.pop(data.server.id, None)
+
     # -- flow hooks ------------------------------------------------------------------------------------
     def request(self, flow: http.HTTPFlow) -> None:
         req = flow.request
@@ -220,7 +258,9 @@ class StreamtapAddon:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         resp = flow.response
         assert resp is not None
-        now = monotonic()
+        stamps = self._stamps.get(flow.server_conn.id)
+        received = stamps.received if stamps is not None else None
+        now = monotonic() if received is None else received
         content_type = resp.headers.get("content-type", "")
         is_sse = content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
         key = self._keys.get(flow.id)
@@ -237,7 +277,10 @@ class StreamtapAddon:
             except Exception:
                 self._tap_error("while reading the response headers")
         if is_sse:
-            resp.stream = _Tee(key, put) if key is not None and put is not None else True
+            if key is None or put is None:
+                resp.stream = True
+            else:
+                resp.stream = _Tee(key, put) if stamps is None else _StampedTee(key, put, stamps)
 
     def response(self, flow: http.HTTPFlow) -> None:
         key = self._keys.pop(flow.id, None)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from typing import Any
 
 from mitmproxy.tools import cmdline, dump, main
 
 from .addon import StreamtapAddon
+
+log = logging.getLogger("streamtap")
 
 
 class _StreamtapMaster(dump.DumpMaster):
@@ -50,17 +53,19 @@ def mitmdump_args(
 
 
 def install_event_loop() -> str:
-    """uvloop under mitmproxy where it is installed (the default on Linux and macOS), else asyncio's loop.
+    """The event loop mitmproxy runs on: asyncio's, unless `STREAMTAP_EVENT_LOOP=uvloop` asks for uvloop.
 
-    mitmproxy's own work per event stays the same; what changes is the loop around it: socket reads and
-    writes, callbacks and timers run in C. bench/README.md has the numbers (CPU per event, latency).
-    `STREAMTAP_EVENT_LOOP=asyncio` keeps asyncio's loop.
+    asyncio's loop reads sockets in Python, which lets `streamtap.rxstamp` take each upstream read's arrival
+    time from the kernel: recorded gaps are then within 0.1 ms of the upstream's at p99, against 1.5 ms
+    with the loop's own readings. uvloop (`pip install 'streamtap[uvloop]'`) reads in C: 5-10% less CPU
+    per event, but chunks are stamped when the loop gets round to them. bench/README.md has the numbers.
     """
-    if os.environ.get("STREAMTAP_EVENT_LOOP", "uvloop") == "asyncio":
+    if os.environ.get("STREAMTAP_EVENT_LOOP", "asyncio") != "uvloop":
         return "asyncio"
     try:
         import uvloop
     except ImportError:
+        log.warning("streamtap: STREAMTAP_EVENT_LOOP=uvloop, but uvloop is not installed: asyncio's loop")
         return "asyncio"
     # mitmproxy's main.run() starts its loop with asyncio.run(), which asks the policy for the loop
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
