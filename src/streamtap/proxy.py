@@ -57,7 +57,7 @@ def install_event_loop() -> str:
 
     asyncio's loop reads sockets in Python, which lets `streamtap.rxstamp` take each upstream read's arrival
     time from the kernel: recorded gaps are then within 0.1 ms of the upstream's at p99, against 1.5 ms
-    with the loop's own readings. uvloop (`pip install 'streamtap[uvloop]'`) reads in C: 5-10% less CPU
+    with the loop's own readings. uvloop (`pip install 'streamtap[uvloop]'`) reads in C: 4-10% less CPU
     per event, but chunks are stamped when the loop gets round to them. bench/README.md has the numbers.
     """
     if os.environ.get("STREAMTAP_EVENT_LOOP", "asyncio") != "uvloop":
