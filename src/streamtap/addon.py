@@ -1,8 +1,9 @@
 """The mitmproxy addon: wiring between mitmproxy's hooks and the worker process.
 
 No parsing, no SQL and no metrics here. Hooks run on mitmproxy's event loop: each one takes a monotonic
-clock reading and hands what it saw to the worker channel as one small message (`streamtap.pipeline`);
-the body's chunks go as they were read. The worker process (`streamtap.worker`) decodes, interprets,
+clock reading (for the response, the kernel's arrival time of the read that carried it, see `rxstamp`) and
+hands what it saw to the worker channel as one small message (`streamtap.pipeline`); the body's chunks go
+as they were read. The worker process (`streamtap.worker`) decodes, interprets,
 records and serves `/metrics`, so none of that shares this interpreter with the streams.
 """
 
@@ -270,7 +271,7 @@ class StreamtapAddon:
                 if key is None and is_sse:
                     # an event stream on a path we did not expect: t0 from the request's wall-clock end
                     ended = flow.request.timestamp_end or time.time()
-                    key = self._open(flow, now - max(0.0, time.time() - ended))
+                    key = self._open(flow, monotonic() - max(0.0, time.time() - ended))
                 if key is not None:
                     encoding = resp.headers.get("content-encoding") or None
                     put((HEADERS, key, now, resp.status_code, content_type, encoding))
