@@ -172,8 +172,6 @@ def capacity_table(r: Results) -> str:
             + (f"; {lv.cpu_util * 100:.0f}%)" if not math.isnan(lv.cpu_util) else ")")
             for lv in ramp.levels
         )
-        last = ramp.levels[-1] if ramp.levels else None
-        capped = best is not None and best is last
         if name == "direct":  # no proxy: what the mock and the client manage together on their CPU
             peak = max(ramp.levels, key=lambda lv: lv.delivered) if ramp.levels else None
             rows.append(
@@ -198,7 +196,7 @@ def capacity_table(r: Results) -> str:
         rows.append(
             [
                 NAMES[name],
-                (f"≥ {best.delivered:.0f}" if capped else f"{best.delivered:.0f}") if best else "-",
+                (f"≥ {best.delivered:.0f}" if ramp.capped else f"{best.delivered:.0f}") if best else "-",
                 str(best.concurrency) if best else "-",
                 f"{best.cpu_util * 100:.0f}%" if best and not math.isnan(best.cpu_util) else "-",
                 fmt(best.cpu_us_per_event, 1) if best else "-",

@@ -30,6 +30,9 @@ def test_stamping_socket_keeps_the_arrival_time() -> None:
             assert stamped.recv(65536) == b"data: x\n\n"
             assert stamped.received is not None
             assert sent - 0.05 < stamped.received < read_at - 0.2
+            assert stamped.arrival() == stamped.received
+            stamped.received = None  # a read the kernel gave no stamp for: now instead
+            assert stamped.arrival() >= read_at
             assert stamped.getsockname() == conn.getsockname()  # everything else is the socket's
             assert stamped.fileno() == conn.fileno()
 

@@ -83,8 +83,7 @@ class _StampedTee(_Tee):
         self.stamps = stamps
 
     def __call__(self, chunk: bytes) -> bytes:
-        received = self.stamps.received
-        self.put((CHUNK, self.key, monotonic() if received is None else received, chunk))
+        self.put((CHUNK, self.key, self.stamps.arrival(), chunk))
         return chunk
 
 
@@ -260,8 +259,7 @@ class StreamtapAddon:
         resp = flow.response
         assert resp is not None
         stamps = self._stamps.get(flow.server_conn.id)
-        received = stamps.received if stamps is not None else None
-        now = monotonic() if received is None else received
+        now = monotonic() if stamps is None else stamps.arrival()
         content_type = resp.headers.get("content-type", "")
         is_sse = content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
         key = self._keys.get(flow.id)

@@ -53,6 +53,11 @@ class StampingSocket:
         self.received = received
         return data
 
+    def arrival(self) -> float:
+        """When the last read's bytes reached the socket; now, if the kernel did not say."""
+        received = self.received
+        return time.monotonic() if received is None else received
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
