@@ -16,6 +16,7 @@ import pickle
 import sys
 import tempfile
 import time
+import uuid
 from typing import Any
 
 TOKENS = 50
@@ -56,18 +57,19 @@ def messages(streams: int) -> list[tuple[Any, ...]]:
     for base in range(0, streams, AT_ONCE):
         ids = range(base, min(base + AT_ONCE, streams))
         reads = {i: _chunks(i) for i in ids}
+        key = {i: uuid.uuid4().hex for i in ids}  # the proxy's keys, as its addon makes them
         for i in ids:
             path = "/v1/chat/completions"
-            start = (p.START, f"k{i}", t, time.time(), "POST", "http://127.0.0.1" + path, "127.0.0.1", path)
+            start = (p.START, key[i], t, time.time(), "POST", "http://127.0.0.1" + path, "127.0.0.1", path)
             out.append((*start, None, body.encode()))
-            out.append((p.HEADERS, f"k{i}", t, 200, "text/event-stream", None))
+            out.append((p.HEADERS, key[i], t, 200, "text/event-stream", None))
         for j in range(TOKENS + 4):
             for i in ids:
                 t += 0.00001
-                out.append((p.CHUNK, f"k{i}", t, reads[i][j]))
+                out.append((p.CHUNK, key[i], t, reads[i][j]))
         for i in ids:
-            out.append((p.CHUNK, f"k{i}", t, b""))
-            out.append((p.END, f"k{i}", t, None, None))
+            out.append((p.CHUNK, key[i], t, b""))
+            out.append((p.END, key[i], t, None, None))
     return out
 
 

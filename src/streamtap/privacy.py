@@ -75,7 +75,7 @@ def strip_content(record: StreamRecord) -> StreamRecord:
             )
             for c in record.choices
         ),
-        events=tuple(dataclasses.replace(e, raw=b"", data=None) for e in record.events),
+        events=tuple(e._replace(raw=b"", data=None) for e in record.events),
     )
 
 

@@ -9,6 +9,7 @@ import enum
 import itertools
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 
 class Outcome(enum.StrEnum):
@@ -68,9 +69,9 @@ class Usage:
     reasoning_tokens: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    """One SSE event (or comment) as it arrived.
+class EventRecord(NamedTuple):
+    """One SSE event (or comment) as it arrived. A named tuple: the tap makes one per event, and a tuple is
+    the cheapest immutable object to make (`tuple.__new__(EventRecord, fields)` in the tap's loop).
 
     `t_ms` is the arrival time of the network read that completed the event, relative to t0 (the proxy had
     the whole client request); `gap_ms` is the time since the previous event (None for the first).

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _LINE_END = re.compile(rb"[\r\n]")
 _BOM = b"\xef\xbb\xbf"
 _CR = 0x0D
 _CR_BYTE = b"\r"
 _LF = 0x0A
+_new = tuple.__new__
 
 
 class ItemKind(enum.StrEnum):
@@ -29,8 +30,10 @@ class ItemKind(enum.StrEnum):
     PADDING = "padding"  # blank lines left at end of stream, belonging to no event
 
 
-@dataclass(frozen=True, slots=True)
-class SSEItem:
+class SSEItem(NamedTuple):
+    """One item of the stream. A named tuple (immutable): the decoder makes one per event, and a tuple is
+    the cheapest immutable object Python makes (`_new` builds it without NamedTuple's argument handling)."""
+
     kind: ItemKind
     raw: bytes
     data: str = ""  # event data (lines joined with LF), or the comment text
@@ -72,7 +75,17 @@ class SSEDecoder:
             # chunks of a stream arrive. The same item the line-by-line path below would return.
             value = chunk[6:-2] if chunk[5:6] == b" " else chunk[5:-2]
             return [
-                SSEItem(ItemKind.EVENT, bytes(chunk), value.decode("utf-8", "replace"), None, self._last_id)
+                _new(
+                    SSEItem,
+                    (
+                        ItemKind.EVENT,
+                        bytes(chunk),
+                        value.decode("utf-8", "replace"),
+                        None,
+                        self._last_id,
+                        None,
+                    ),
+                )
             ]
         buf += chunk
         if not self._started:
@@ -119,13 +132,16 @@ class SSEDecoder:
                 self._fields = False
                 if self._data:
                     out.append(
-                        SSEItem(
-                            ItemKind.EVENT,
-                            self._take_raw_to(buf, taken, stop),
-                            "\n".join(self._data),
-                            self._event or None,
-                            self._last_id,
-                            self._retry,
+                        _new(
+                            SSEItem,
+                            (
+                                ItemKind.EVENT,
+                                self._take_raw_to(buf, taken, stop),
+                                "\n".join(self._data),
+                                self._event or None,
+                                self._last_id,
+                                self._retry,
+                            ),
                         )
                     )
                     taken = stop

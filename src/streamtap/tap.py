@@ -6,7 +6,6 @@ readings; nothing here touches the network, the database or mitmproxy.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
@@ -17,6 +16,8 @@ from .records import EventRecord, Outcome, StreamRecord, StreamStart
 from .sse import ItemKind, SSEDecoder, SSEItem
 
 MAX_STORED_BODY = 1 << 20  # non-streamed bodies (completions, error bodies) are stored up to 1 MiB
+
+_new = tuple.__new__  # EventRecord without NamedTuple's argument handling: one per event
 
 
 def decide_outcome(
@@ -156,7 +157,7 @@ class StreamTap:
             if item.kind is ItemKind.PADDING and events:
                 # blank lines after the last event belong to it (alone, they are all the body had)
                 last = events[-1]
-                events[-1] = dataclasses.replace(last, raw=last.raw + item.raw)
+                events[-1] = last._replace(raw=last.raw + item.raw)
                 continue
             meaning = feed(item)
             self._last_t = now
@@ -165,15 +166,18 @@ class StreamTap:
             if meaning.content and self.ttfc is None:
                 self.ttfc = now
             events.append(
-                EventRecord(
-                    len(events),
-                    t_ms,
-                    gap,
-                    meaning.kind,
-                    item.data if item.kind is not ItemKind.PADDING else None,
-                    item.raw,
-                    item.event,
-                    meaning.tokens,
+                _new(
+                    EventRecord,
+                    (
+                        len(events),
+                        t_ms,
+                        gap,
+                        meaning.kind,
+                        item.data if item.kind is not ItemKind.PADDING else None,
+                        item.raw,
+                        item.event,
+                        meaning.tokens,
+                    ),
                 )
             )
             gap = 0.0
