@@ -296,3 +296,45 @@ class TestParticularStreams:
 
     def test_legacy_completion_model_after_choices(self) -> None:
         assert self.run("openai_legacy_completions_text_completion.sse").model == "davinci-002"
+
+
+@pytest.mark.parametrize("path", FILES, ids=name_of)
+def test_common_chunk_shortcut_agrees_with_the_general_path(path: Path) -> None:
+    """`feed_chunk` takes a shortcut for a delta that is `{"content": ...}` alone; a key no provider sends
+    beside it (which means nothing) sends every chunk down the general path: both must read each alike."""
+    chunks = []
+    for item in SSEDecoder().feed(body_of(path)):
+        try:
+            obj = json.loads(item.data)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and not obj.get("error"):
+            chunks.append(obj)
+    short, general = ChatInterpreter(), ChatInterpreter()
+    took = 0
+    for obj in chunks:
+        padded = json.loads(json.dumps(obj))
+        for choice in padded.get("choices") or ():
+            if isinstance(choice, dict) and isinstance(choice.get("delta"), dict):
+                choice["delta"]["x_padding"] = None
+        took += padded != obj
+        assert short.feed_chunk(obj) == general.feed_chunk(padded)
+    assert full_state(short) == full_state(general)
+    with_delta = any(isinstance(c, dict) and "delta" in c for obj in chunks for c in obj.get("choices") or ())
+    assert took or not with_delta  # the padding did send something down the other path
+
+
+def test_common_chunk_shortcut_leaves_odd_values_to_the_general_path() -> None:
+    chat = ChatInterpreter()
+    first = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "a"}}]}
+    chat.feed_chunk(first)
+    # a bool index is no index (choice 0), a truthy non-string finish_reason is no finish reason
+    assert chat.feed_chunk({"choices": [{"index": True, "delta": {"content": "b"}}]}).content
+    assert chat.feed_chunk({"choices": [{"index": 0, "delta": {"content": "c"}, "finish_reason": 1}]})
+    assert not chat.saw_finish
+    assert not chat.feed_chunk({"choices": [{"index": 0, "delta": {"content": ""}}]}).tokens
+    assert chat.feed_chunk({"choices": [{"index": 7, "delta": {"content": "d"}}]}).content  # a new choice
+    chat.feed_chunk({"choices": [{"index": 0, "delta": {"content": "!"}, "finish_reason": "stop"}]})
+    choices = chat.choices()
+    assert [(c.index, c.content, c.finish_reason) for c in choices] == [(0, "abc!", "stop"), (7, "d", None)]
+    assert chat.saw_finish

@@ -139,13 +139,34 @@ class ChatInterpreter:
         return self.feed_chunk(obj)
 
     def feed_chunk(self, obj: dict[str, Any]) -> Interpretation:
-        model = obj.get("model")
-        if self.model is None and isinstance(model, str) and model:
-            self.model = model
+        if self.model is None:
+            model = obj.get("model")
+            if isinstance(model, str) and model:
+                self.model = model
         if "usage" in obj or "x_groq" in obj:
             self._take_usage(obj)
-        tokens = content = False
         choices = obj.get("choices")
+        if type(choices) is list and len(choices) == 1:
+            # Nearly every chunk: one choice already seen, whose delta is `{"content": "..."}` alone and which
+            # does not finish. Exactly what `_feed_choice` and `_feed_delta` below make of it.
+            choice = choices[0]
+            if type(choice) is dict:
+                delta = choice.get("delta")
+                index = choice.get("index")
+                if (
+                    type(delta) is dict
+                    and len(delta) == 1
+                    and type(index) is int
+                    and index in self._choices
+                    and not choice.get("finish_reason")
+                ):
+                    value = delta.get("content")
+                    if type(value) is str:
+                        if not value:
+                            return _DATA
+                        self._choices[index].content.append(value)
+                        return _CONTENT
+        tokens = content = False
         if isinstance(choices, list):
             for raw_choice in choices:
                 if isinstance(raw_choice, dict):
