@@ -4,7 +4,8 @@ Builds the messages the proxy would send for N chat streams (a role chunk, 50 co
 chunk, a usage chunk and `[DONE]`, one network read each, 200 streams interleaved at a time), pickles them in
 frames of 5,000 as the channel does, and times `Worker.pipeline.handle` over the unpickled frames with the
 real recorder writing to a fresh SQLite file. Prints CPU µs per event (all threads of this process) for the
-whole worker, without the metrics, and without recording or metrics (unpickling, SSE, interpretation). Run
+whole worker, without the event rows (`--no-keep-events`: one row per stream, none per event), without the
+metrics, and without recording or metrics (unpickling, SSE, interpretation). Run
 it with PYTHONPATH=SRC to measure another source tree; the figures move ±5% between runs.
 """
 
@@ -73,7 +74,7 @@ def messages(streams: int) -> list[tuple[Any, ...]]:
     return out
 
 
-def run(streams: int, *, record: bool, metrics: bool) -> float:
+def run(streams: int, *, record: bool, metrics: bool, keep_events: bool = True) -> float:
     """CPU µs per event for one pass (the recorder's writing included, up to its last commit)."""
     from streamtap.worker import Worker
 
@@ -89,7 +90,7 @@ def run(streams: int, *, record: bool, metrics: bool) -> float:
             "db": f"sqlite:///{tmp}/w.db",
             "retention": None,
             "queue_size": 100_000,
-            "keep_events": True,
+            "keep_events": keep_events,
             "max_models": 50,
             "capture": "full",
         }
@@ -111,12 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
-    for label, record, metrics in (
-        ("whole worker (SQLite)", True, True),
-        ("without metrics", True, False),
-        ("without recording or metrics", False, False),
+    for label, record, metrics, keep_events in (
+        ("whole worker (SQLite)", True, True, True),
+        ("without event rows", True, True, False),
+        ("without metrics", True, False, True),
+        ("without recording or metrics", False, False, True),
     ):
-        runs = sorted(run(args.streams, record=record, metrics=metrics) for _ in range(args.runs))
+        runs = sorted(
+            run(args.streams, record=record, metrics=metrics, keep_events=keep_events)
+            for _ in range(args.runs)
+        )
         print(
             f"{label:32} {runs[len(runs) // 2]:5.1f} µs/event (runs: {', '.join(f'{r:.1f}' for r in runs)})"
         )

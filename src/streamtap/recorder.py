@@ -431,15 +431,15 @@ def _event_rows(rec: StreamRecord) -> list[tuple[Any, ...]]:
     return [
         (
             sid,
-            e.seq,
-            e.t_ms,
-            e.gap_ms,
-            _KIND[e.kind],
-            e.event.replace("\x00", "\ufffd") if e.event else e.event,
-            e.tokens,
-            e.raw,
+            seq,
+            t_ms,
+            gap_ms,
+            _KIND[kind],
+            event.replace("\x00", "\ufffd") if event else event,
+            tokens,
+            raw,
         )
-        for e in rec.events
+        for seq, t_ms, gap_ms, kind, _, raw, event, tokens in rec.events  # an EventRecord's fields, in order
     ]
 
 

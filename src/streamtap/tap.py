@@ -154,32 +154,23 @@ class StreamTap:
         t_ms = _ms(now, self.t0)
         gap = None if self._last_t is None else (now - self._last_t) * 1000.0
         for item in items:
-            if item.kind is ItemKind.PADDING and events:
-                # blank lines after the last event belong to it (alone, they are all the body had)
-                last = events[-1]
-                events[-1] = last._replace(raw=last.raw + item.raw)
-                continue
+            kind, raw, text, event = item[:4]  # SSEItem's first fields, unpacked once
+            data: str | None = text
+            if kind is ItemKind.PADDING:
+                if events:
+                    # blank lines after the last event belong to it (alone, they are all the body had)
+                    last = events[-1]
+                    events[-1] = last._replace(raw=last.raw + raw)
+                    continue
+                data = None
             meaning = feed(item)
             self._last_t = now
-            if meaning.tokens and self.ttft is None:
+            tokens = meaning.tokens
+            if tokens and self.ttft is None:
                 self.ttft = now
             if meaning.content and self.ttfc is None:
                 self.ttfc = now
-            events.append(
-                _new(
-                    EventRecord,
-                    (
-                        len(events),
-                        t_ms,
-                        gap,
-                        meaning.kind,
-                        item.data if item.kind is not ItemKind.PADDING else None,
-                        item.raw,
-                        item.event,
-                        meaning.tokens,
-                    ),
-                )
-            )
+            events.append(_new(EventRecord, (len(events), t_ms, gap, meaning.kind, data, raw, event, tokens)))
             gap = 0.0
 
     # -- the end -------------------------------------------------------------------------------------
