@@ -30,7 +30,10 @@ CHUNKS = 200  # 8 s of events at GAP_MS
 LOCK_AFTER = 1.5  # seconds of streaming before the lock is taken
 LOCK_FOR = 4.0
 CHURNERS = 2  # short streams back to back while the long ones run: rows to write during the lock
-MAX_EXTRA_GAP = 0.25  # seconds a client gap may exceed its send gap during the lock; a stall is ~LOCK_FOR
+# Seconds a client gap may exceed its send gap during the lock. A stream waiting on the database would stall
+# for about LOCK_FOR; the shared machine's own hiccups reach a few hundred ms (once 409 ms, in a clean-
+# checkout run of the whole suite, against 5-8 ms in the runs around it), so the bound sits between.
+MAX_EXTRA_GAP = LOCK_FOR / 4
 
 
 @pytest.fixture(scope="module")
