@@ -153,18 +153,18 @@ class ChatInterpreter:
             if type(choice) is dict:
                 delta = choice.get("delta")
                 index = choice.get("index")
+                acc = self._choices.get(index) if type(index) is int else None  # as `_feed_choice` finds it
                 if (
-                    type(delta) is dict
+                    acc is not None
+                    and type(delta) is dict
                     and len(delta) == 1
-                    and type(index) is int
-                    and index in self._choices
                     and not choice.get("finish_reason")
                 ):
                     value = delta.get("content")
                     if type(value) is str:
                         if not value:
                             return _DATA
-                        self._choices[index].content.append(value)
+                        acc.content.append(value)
                         return _CONTENT
         tokens = content = False
         if isinstance(choices, list):
