@@ -18,7 +18,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from streamtap.db.engine import make_engine, upgrade
-from streamtap.db.models import StreamEvent
+from streamtap.db.models import StreamEventPack
 from streamtap.recorder import Recorder
 from streamtap.records import Choice, EventKind, EventRecord, Outcome, StreamRecord, StreamStart, Usage
 
@@ -115,7 +115,9 @@ def database(kind: str, workdir: Path) -> Iterator[str | None]:
 
 def _count_events(engine: sa.Engine) -> int:
     with engine.connect() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(StreamEvent)).scalar_one())
+        return int(
+            conn.execute(sa.select(sa.func.coalesce(sa.func.sum(StreamEventPack.count), 0))).scalar_one()
+        )
 
 
 @dataclass

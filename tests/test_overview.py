@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from streamtap import overview as ov
 from streamtap.chat import ChatInterpreter
 from streamtap.db.engine import make_engine, upgrade
-from streamtap.db.models import Stream, StreamEvent
+from streamtap.db.models import Stream, StreamEventPack
 from streamtap.export import choice_to_dict, record_to_sse
 from streamtap.read import get_stream
 from streamtap.recorder import Recorder
@@ -145,14 +145,8 @@ class Dataset:
 
     @staticmethod
     def gaps(records: list[StreamRecord]) -> list[float]:
-        """The inter-chunk gap samples as the overview defines them."""
-        out = []
-        for r in records:
-            first = next((e.t_ms for e in r.events if e.tokens), None)
-            out += [
-                e.gap_ms for e in r.events if e.tokens and first is not None and e.t_ms > first and e.gap_ms
-            ]
-        return out
+        """The inter-chunk gap samples as the overview defines them: `StreamRecord.gaps_ms`."""
+        return [gap for r in records for gap in r.gaps_ms]
 
 
 def write(engine: sa.Engine, records: list[StreamRecord]) -> None:
@@ -437,11 +431,8 @@ class TestSeed:
                 cols = (Stream.id, Stream.choices, Stream.token_event_count, Stream.completion_tokens)
                 streams = session.execute(sa.select(*cols)).all()
                 raws: dict[str, list[bytes]] = {}
-                order = (StreamEvent.stream_id, StreamEvent.seq)
-                for sid, raw in session.execute(
-                    sa.select(StreamEvent.stream_id, StreamEvent.raw).order_by(*order)
-                ):
-                    raws.setdefault(sid, []).append(raw)
+                for sid, raw in session.execute(sa.select(StreamEventPack.stream_id, StreamEventPack.raw)):
+                    raws[sid] = [raw]  # the pack's bytes are its events' bytes, in order
                 kinds: set[str] = set()
                 for sid, choices, token_events_stored, completion_tokens in streams:
                     chat = ChatInterpreter()

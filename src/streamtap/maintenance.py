@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from .db.models import Stream, StreamEvent
+from .db.models import Stream, StreamEventPack
 
 
 def prune(engine: sa.Engine, *, before: datetime, batch: int = 1000, pause: float = 0.0) -> int:
@@ -31,7 +31,7 @@ def prune(engine: sa.Engine, *, before: datetime, batch: int = 1000, pause: floa
             )
             if not ids:
                 return deleted
-            conn.execute(sa.delete(StreamEvent).where(StreamEvent.stream_id.in_(ids)))
+            conn.execute(sa.delete(StreamEventPack).where(StreamEventPack.stream_id.in_(ids)))
             conn.execute(sa.delete(Stream).where(Stream.id.in_(ids)))
         deleted += len(ids)
         if pause:

@@ -7,9 +7,10 @@ query returns the count per bucket (per model and time bucket), and a percentile
 inside the bucket that holds its rank, as Prometheus' `histogram_quantile` does. The error is below one
 bucket width (at most 10 %, typically under 1 %), and no query loads samples.
 
-Inter-chunk gaps are the `gap_ms` of the token-carrying events that arrived after the first token's network
-read. When a window holds more than `GAP_SAMPLE_LIMIT` of them, they are read from a uniform sample of the
-window's streams (those whose random id falls below a bound), so the overview stays fast on large databases;
+Inter-chunk gaps are the times between consecutive token-carrying events of a stream (`StreamRecord.gaps_ms`,
+as `streamtap stats` and the Prometheus histogram count them), read from each stream's event pack. When a
+window holds more than `GAP_SAMPLE_LIMIT` of them, they are read from a uniform sample of the window's
+streams (those whose random id falls below a bound), so the overview stays fast on large databases;
 `Overview.gap_sample` says which share was read.
 """
 
@@ -31,7 +32,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from .db.models import Stream, StreamEvent
+from .db.models import Stream, StreamEventPack
+from .db.packs import json_values, number
 from .records import Outcome, StreamRecord
 
 GAP_SAMPLE_LIMIT = 250_000
@@ -210,7 +212,7 @@ class CountRow(NamedTuple):
     outcome: str
     finish_reason: str | None
     streams: int
-    gaps: int  # token events after the first token: an upper bound of the gap samples
+    gaps: int  # token events after the first: the stream's gap samples
     completion_tokens: int  # of the streams with usage and a first token
     generation_ms: float  # their time from first token to the end
 
@@ -312,42 +314,35 @@ def duration_cells(session: Session, filters: Filters) -> list[Cell]:
 
 
 def gap_cells(session: Session, filters: Filters, *, width: int, sample: float = 1.0) -> list[Cell]:
-    """The inter-chunk gap histogram per model and time bucket.
+    """The inter-chunk gap histogram per model and time bucket: the gaps between consecutive token-carrying
+    events of each stream (`StreamRecord.gaps_ms`, what `stats` and the Prometheus histogram sample).
 
     `sample` < 1 reads only the streams whose id falls below that share of the id space (ids are random).
     """
-    s, e = Stream, StreamEvent
+    s, p = Stream, StreamEventPack
     where = [s.ttft_ms.is_not(None), *filters.where()]
     if sample < 1.0:
         where.append(s.id < id_bound(sample))
     streams = (
         sa.select(
             s.id,
-            s.ttft_ms,
             model_expr().label("model"),
             time_bucket(s.started_at, sa.literal_column(str(int(width)))).label("bucket"),
         )
         .where(*where)
         .cte("window_streams")
     )
-    # The model and time bucket are computed once per stream, not once per event. Both databases accept the
+    # The model and time bucket are computed once per stream, not once per gap. Both databases accept the
     # hint (SQLite since 3.35; PostgreSQL since 12, where it also keeps the CTE from being inlined).
     streams = streams.prefix_with("MATERIALIZED", dialect="postgresql")
     if sqlite3.sqlite_version_info >= (3, 35):
         streams = streams.prefix_with("MATERIALIZED", dialect="sqlite")
+    gaps = json_values(session, p.token_gaps_ms, "gap")
     inner = (
-        sa.select(streams.c.model, streams.c.bucket, latency_bucket(e.gap_ms).label("lo"))
+        sa.select(streams.c.model, streams.c.bucket, latency_bucket(number(gaps.c.value)).label("lo"))
         .select_from(streams)
-        .join(
-            e,
-            sa.and_(
-                e.stream_id == streams.c.id,
-                e.tokens == sa.true(),
-                # the events of the first token's network read have no gap of their own
-                e.t_ms > streams.c.ttft_ms,
-            ),
-        )
-        .where(e.gap_ms.is_not(None))
+        .join(p, p.stream_id == streams.c.id)
+        .join(gaps, sa.true())
         .subquery()
     )
     return _cells(session, inner)

@@ -13,7 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from .db.models import Stream, StreamEvent
+from .db.models import Stream, StreamEventPack
+from .db.packs import json_values, number, unpack
 from .errors import NotFoundError
 from .records import Choice, EventKind, EventRecord, Outcome, StreamRecord, ToolCall, Usage
 from .sse import ItemKind, decode_all
@@ -94,16 +95,13 @@ def stats(session: Session, *, since: datetime | None = None) -> dict[str, Any]:
     def samples(value: sa.ColumnElement[Any] | InstrumentedAttribute[Any]) -> sa.Select[Any]:
         return sa.select(model.label("model"), value.label("v")).where(*where)
 
-    previous_token = sa.func.lag(StreamEvent.t_ms).over(
-        partition_by=StreamEvent.stream_id, order_by=StreamEvent.seq
-    )
+    gaps = json_values(session, StreamEventPack.token_gaps_ms, "gap")
     sources = {
         "ttft_ms": samples(Stream.ttft_ms).subquery(),
-        # The WHERE runs before the window: LAG sees only token-carrying events.
-        "gap_ms": samples(StreamEvent.t_ms - previous_token)
-        .select_from(StreamEvent)
-        .join(Stream, Stream.id == StreamEvent.stream_id)
-        .where(StreamEvent.tokens.is_(True))
+        "gap_ms": samples(number(gaps.c.value))
+        .select_from(Stream)
+        .join(StreamEventPack, StreamEventPack.stream_id == Stream.id)
+        .join(gaps, sa.true())
         .subquery(),
         "duration_ms": samples(Stream.duration_ms).subquery(),
     }
@@ -168,17 +166,14 @@ def _aware(value: datetime) -> datetime:
 
 
 def _load_events(session: Session, ids: list[str]) -> dict[str, tuple[EventRecord, ...]]:
-    e = StreamEvent
-    out: dict[str, list[EventRecord]] = {}
+    p = StreamEventPack
+    out: dict[str, tuple[EventRecord, ...]] = {}
     for start in range(0, len(ids), _CHUNK):
-        stmt = (
-            sa.select(e.stream_id, e.seq, e.t_ms, e.gap_ms, e.kind, e.event, e.tokens, e.raw)
-            .where(e.stream_id.in_(ids[start : start + _CHUNK]))
-            .order_by(e.stream_id, e.seq)
-        )
-        for stream_id, seq, t_ms, gap_ms, kind, event, tokens, raw in session.execute(stmt):
-            raw = bytes(raw)
-            out.setdefault(stream_id, []).append(
+        stmt = sa.select(
+            p.stream_id, p.t_ms, p.gap_ms, p.kind, p.event, p.tokens, p.raw_offsets, p.raw
+        ).where(p.stream_id.in_(ids[start : start + _CHUNK]))
+        for stream_id, t_ms_, gap_ms_, kind_, event_, tokens_, offsets, raw_ in session.execute(stmt):
+            out[stream_id] = tuple(
                 EventRecord(
                     seq=seq,
                     t_ms=t_ms,
@@ -187,10 +182,13 @@ def _load_events(session: Session, ids: list[str]) -> dict[str, tuple[EventRecor
                     data=event_data(raw),
                     raw=raw,
                     event=event,
-                    tokens=bool(tokens),
+                    tokens=tokens,
+                )
+                for seq, t_ms, gap_ms, kind, raw, event, tokens in unpack(
+                    t_ms_, gap_ms_, kind_, event_, tokens_, offsets, raw_
                 )
             )
-    return {k: tuple(v) for k, v in out.items()}
+    return out
 
 
 def choice_from_dict(d: dict[str, Any]) -> Choice:

@@ -13,11 +13,12 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from .db import packs
 from .db.engine import SqliteFileWatch, describe_error
-from .db.models import Stream, StreamEvent
+from .db.models import Stream, StreamEventPack
 from .errors import DatabaseError
 from .export import choice_to_dict
-from .records import EventKind, Outcome, StreamRecord, StreamStart, Usage
+from .records import Outcome, StreamRecord, StreamStart, Usage
 
 log = logging.getLogger("streamtap.recorder")
 
@@ -25,8 +26,7 @@ BACKOFF_START = 0.05
 BACKOFF_MAX = 5.0
 
 _streams = cast(sa.Table, Stream.__table__)
-_events = cast(sa.Table, StreamEvent.__table__)
-_EVENT_COLUMNS = ("stream_id", "seq", "t_ms", "gap_ms", "kind", "event", "tokens", "raw")
+_packs = cast(sa.Table, StreamEventPack.__table__)
 
 Item = tuple[StreamStart | StreamRecord, datetime]
 
@@ -88,7 +88,7 @@ class Recorder:
         self._dropped = 0
         self._start_stmt, self._upsert_stmt = _statements(engine.dialect.name)
         self._watch = SqliteFileWatch.of(engine)
-        self._events_sql = _events_insert(engine.dialect)
+        self._packs_sql = packs.insert_sql(engine.dialect)
 
     @property
     def depth(self) -> int:
@@ -273,15 +273,15 @@ class Recorder:
     def _write(self, items: Sequence[Item]) -> int:
         starts: list[dict[str, Any]] = []
         finished: dict[str, dict[str, Any]] = {}  # by id: a record submitted twice is written once, the last
-        events: dict[str, list[tuple[Any, ...]]] = {}
+        events: dict[str, tuple[Any, ...] | None] = {}
         for obj, submitted_at in items:
             if isinstance(obj, StreamStart):
                 starts.append(_start_row(obj))
             else:
                 finished[obj.id] = _record_row(obj, submitted_at)
                 if self._keep_events:
-                    events[obj.id] = _event_rows(obj)
-        event_rows = [row for rows in events.values() for row in rows]
+                    events[obj.id] = packs.pack(obj.id, obj.events)
+        pack_rows = [row for row in events.values() if row is not None]
         with self._engine.begin() as conn:
             if starts:
                 conn.execute(self._start_stmt, starts)
@@ -289,11 +289,10 @@ class Recorder:
                 conn.execute(self._upsert_stmt, list(finished.values()))
                 if self._keep_events:
                     # Makes a repeated record replace its events instead of colliding with them.
-                    conn.execute(sa.delete(_events).where(_events.c.stream_id.in_(list(finished))))
-            if event_rows:
-                # Straight to the driver's executemany: no per-row work in SQLAlchemy, and sqlite3 runs
-                # the whole loop in C with the GIL released around each step, so the event loop keeps it.
-                conn.exec_driver_sql(self._events_sql, event_rows)
+                    conn.execute(sa.delete(_packs).where(_packs.c.stream_id.in_(list(finished))))
+            if pack_rows:
+                # Straight to the driver: the arrays are JSON text already (orjson), no per-row work here.
+                conn.exec_driver_sql(self._packs_sql, pack_rows)
         return len(finished)
 
 
@@ -309,13 +308,6 @@ def mark_interrupted(engine: sa.Engine, proxy_instance: str) -> int:
             return conn.execute(stmt).rowcount
     except sa.exc.DBAPIError as e:
         raise DatabaseError(f"cannot mark interrupted streams: {describe_error(e)}") from e
-
-
-def _events_insert(dialect: sa.Dialect) -> str:
-    """INSERT of one event row as positional parameters, in the driver's own placeholder style."""
-    mark = "?" if dialect.paramstyle in ("qmark", "numeric") else "%s"
-    columns = ", ".join(_EVENT_COLUMNS)
-    return f"INSERT INTO stream_events ({columns}) VALUES ({', '.join([mark] * len(_EVENT_COLUMNS))})"
 
 
 def _statements(dialect: str) -> tuple[sa.Executable, sa.Executable]:
@@ -424,23 +416,3 @@ def _record_row(rec: StreamRecord, submitted_at: datetime) -> dict[str, Any]:
             "finished_at": finished_at,
         }
     )
-
-
-def _event_rows(rec: StreamRecord) -> list[tuple[Any, ...]]:
-    sid = rec.id
-    return [
-        (
-            sid,
-            seq,
-            t_ms,
-            gap_ms,
-            _KIND[kind],
-            event.replace("\x00", "\ufffd") if event else event,
-            tokens,
-            raw,
-        )
-        for seq, t_ms, gap_ms, kind, _, raw, event, tokens in rec.events  # an EventRecord's fields, in order
-    ]
-
-
-_KIND = {kind: kind.value for kind in EventKind}

@@ -4,7 +4,7 @@ The rows look like what the recorder writes for real OpenAI-compatible traffic: 
 several upstreams and API keys, log-normal TTFT and inter-chunk gaps (with the odd multi-second stall and
 one slow hour on one upstream), reasoning and tool-call streams, every finish reason and every final
 outcome. Each stream's events are the exact SSE bytes its `choices` column was reconstructed from, so the
-stream page and the exports show consistent data. Inserts are Core executemany in batches.
+stream page and the exports show consistent data. Inserts are executemany in batches.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 
-from .db.models import Stream, StreamEvent
+from .db import packs
+from .db.models import Stream
 from .mock_text import fragments, text_pieces
 from .privacy import fingerprint
-from .records import Outcome
+from .records import EventKind, EventRecord, Outcome
 
 _streams = cast(sa.Table, Stream.__table__)
-_events = cast(sa.Table, StreamEvent.__table__)
 
 BATCH = 2_000  # streams per transaction
 
@@ -97,18 +97,26 @@ def seed_database(
     while done < streams:
         n = min(BATCH, streams - done)
         stream_rows: list[dict[str, Any]] = []
-        event_rows: list[dict[str, Any]] = []
+        pack_rows: list[tuple[Any, ...]] = []
         for _ in range(n):
             row, evs = gen.stream()
             stream_rows.append(row)
-            event_rows += evs
+            pack = packs.pack(row["id"], [_event(e) for e in evs])
+            if pack is not None:
+                pack_rows.append(pack)
+            total += len(evs)
         with engine.begin() as conn:
             conn.execute(sa.insert(_streams), stream_rows)
-            if event_rows:
-                conn.execute(sa.insert(_events), event_rows)
+            if pack_rows:
+                conn.exec_driver_sql(packs.insert_sql(engine.dialect), pack_rows)
         done += n
-        total += len(event_rows)
     return SeedResult(streams=done, events=total)
+
+
+def _event(e: dict[str, Any]) -> EventRecord:
+    return EventRecord(
+        e["seq"], e["t_ms"], e["gap_ms"], EventKind(e["kind"]), None, e["raw"], e["event"], e["tokens"]
+    )
 
 
 class _Generator:

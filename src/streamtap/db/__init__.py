@@ -1,6 +1,6 @@
 """Storage: ORM models, the engine factory and the Alembic migration runner."""
 
 from .engine import DEFAULT_DB_URL, check_schema, make_engine, upgrade
-from .models import Base, Stream, StreamEvent
+from .models import Base, Stream, StreamEventPack
 
-__all__ = ["DEFAULT_DB_URL", "Base", "Stream", "StreamEvent", "check_schema", "make_engine", "upgrade"]
+__all__ = ["DEFAULT_DB_URL", "Base", "Stream", "StreamEventPack", "check_schema", "make_engine", "upgrade"]

@@ -1,4 +1,10 @@
-"""The ORM models: one row per recorded exchange (`streams`), one per SSE event (`stream_events`).
+"""The ORM models: one row per recorded exchange (`streams`), one holding all its SSE events
+(`stream_event_packs`).
+
+A stream's events are stored together, column by column: JSON arrays of their times, gaps, kinds, names and
+token flags, and their exact bytes concatenated with the offsets that cut them apart (`db.packs`). For SQL
+by hand, the `stream_events` view unpacks them into one row per event (stream_id, seq, t_ms, gap_ms, kind,
+event, tokens, raw).
 
 The schema itself is created by the Alembic migrations in `migrations/`; a test compares these models with a
 migrated database, so a model change without a migration fails.
@@ -10,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Every constraint and index gets a predictable name, so migrations can refer to (and batch-alter) it.
 NAMING_CONVENTION = {
@@ -94,25 +100,24 @@ class Stream(Base):
     extra: Mapped[dict[str, Any]] = mapped_column(sa.JSON())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
-    events: Mapped[list[StreamEvent]] = relationship(
-        back_populates="stream", order_by="StreamEvent.seq", passive_deletes=True
-    )
 
+class StreamEventPack(Base):
+    """All the SSE events (and comments) of one stream, with their exact bytes, as `db.packs.pack` lays
+    them out. Element i of every array is event i (its `seq`); `token_gaps_ms` is derived from `t_ms` and
+    `tokens` (the gaps between consecutive token-carrying events, `StreamRecord.gaps_ms`) and kept for the
+    gap aggregations."""
 
-class StreamEvent(Base):
-    """One SSE event (or comment) with its exact bytes. Its text is derived from `raw` when read."""
-
-    __tablename__ = "stream_events"
+    __tablename__ = "stream_event_packs"
 
     stream_id: Mapped[str] = mapped_column(
         sa.String(32), sa.ForeignKey("streams.id", ondelete="CASCADE"), primary_key=True
     )
-    seq: Mapped[int] = mapped_column(sa.Integer(), primary_key=True)
-    t_ms: Mapped[float] = mapped_column(sa.Double())
-    gap_ms: Mapped[float | None] = mapped_column(sa.Double())
-    kind: Mapped[str] = mapped_column(sa.String(16))  # a records.EventKind value
-    event: Mapped[str | None] = mapped_column(sa.Text())  # the SSE `event:` field
-    tokens: Mapped[bool] = mapped_column(sa.Boolean())
+    count: Mapped[int] = mapped_column(sa.Integer())
+    t_ms: Mapped[list[float]] = mapped_column(sa.JSON())
+    gap_ms: Mapped[list[float | None]] = mapped_column(sa.JSON())  # null for the first event
+    kind: Mapped[list[str]] = mapped_column(sa.JSON())  # records.EventKind values
+    event: Mapped[list[str | None] | None] = mapped_column(sa.JSON())  # the SSE `event:` fields; NULL: none
+    tokens: Mapped[list[bool]] = mapped_column(sa.JSON())
+    raw_offsets: Mapped[list[int]] = mapped_column(sa.JSON())  # count + 1: event i is raw[o[i]:o[i + 1]]
     raw: Mapped[bytes] = mapped_column(sa.LargeBinary())
-
-    stream: Mapped[Stream] = relationship(back_populates="events")
+    token_gaps_ms: Mapped[list[float]] = mapped_column(sa.JSON())
