@@ -3,11 +3,13 @@ streamtap recorded compared with what the upstream really did."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -180,6 +182,38 @@ def summarize(samples: Samples) -> dict[str, float]:
 # -- measure 2 -----------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _current_schema(db_url: str) -> Iterator[str]:
+    """`db_url`, or, for a SQLite database another source tree wrote in an older schema (`bench.ab`), a
+    migrated copy: its proxy may still be writing the original."""
+    import sqlite3
+
+    from streamtap.db.engine import check_schema, make_engine, upgrade
+    from streamtap.errors import DatabaseError
+
+    engine = make_engine(db_url)
+    try:
+        check_schema(engine)
+        current = True
+    except DatabaseError:
+        current = False
+    finally:
+        engine.dispose()
+    if current or not db_url.startswith("sqlite:///"):
+        yield db_url
+        return
+    with tempfile.TemporaryDirectory(prefix="streamtap-bench-schema-") as tmp:
+        copy = f"{tmp}/copy.db"
+        src, dst = sqlite3.connect(db_url.removeprefix("sqlite:///")), sqlite3.connect(copy)
+        try:
+            src.backup(dst)
+        finally:
+            src.close()
+            dst.close()
+        upgrade(f"sqlite:///{copy}")
+        yield f"sqlite:///{copy}"
+
+
 def recorded_errors(db_url: str, entries: dict[str, Entry], since: datetime) -> dict[str, list[float]]:
     """Recorded TTFT minus the upstream's request-to-first-token delay, and |recorded gap - send gap| per
     event, for the recorded streams whose completion id is in `entries`."""
@@ -188,15 +222,16 @@ def recorded_errors(db_url: str, entries: dict[str, Entry], since: datetime) -> 
     from streamtap import read
     from streamtap.db.engine import make_engine
 
-    engine = make_engine(db_url)
     ttft_err: list[float] = []
     gap_err: list[float] = []
     found = 0
-    try:
-        with Session(engine) as session:
-            records = read.get_streams(session, since=since)
-    finally:
-        engine.dispose()
+    with _current_schema(db_url) as url:
+        engine = make_engine(url)
+        try:
+            with Session(engine) as session:
+                records = read.get_streams(session, since=since)
+        finally:
+            engine.dispose()
     for rec in records:
         cid = _completion_id(rec.events[0].data if rec.events else None)
         entry = entries.get(cid)
