@@ -38,47 +38,40 @@ _packs = sa.table(
     "stream_event_packs",
     sa.column("stream_id", sa.String()),
     sa.column("count", sa.Integer()),
-    sa.column("t_ms", sa.JSON()),
-    sa.column("gap_ms", sa.JSON()),
-    sa.column("kind", sa.JSON()),
-    sa.column("event", sa.JSON(none_as_null=True)),
-    sa.column("tokens", sa.JSON()),
-    sa.column("raw_offsets", sa.JSON()),
+    sa.column("events", sa.JSON()),
     sa.column("raw", sa.LargeBinary()),
     sa.column("token_gaps_ms", sa.JSON()),
 )
 
-# One row per event, unpacked from the arrays (element i of each is event i). SQLite's substr of an
-# empty blob is NULL: an event without bytes (one only, alone in its stream) reads as X''.
+# One row per event, unpacked from `events` (element i is event i: [t_ms, gap_ms, kind, event, tokens, start,
+# end], its bytes raw[start:end]). SQLite's substr of an empty blob is NULL: an event without bytes reads X''.
 _VIEW_SQLITE = """
 CREATE VIEW stream_events AS
 SELECT p.stream_id AS stream_id,
-       CAST(t.key AS INTEGER) AS seq,
-       t.value AS t_ms,
-       json_extract(p.gap_ms, '$[' || t.key || ']') AS gap_ms,
-       json_extract(p.kind, '$[' || t.key || ']') AS kind,
-       json_extract(p.event, '$[' || t.key || ']') AS event,
-       json_extract(p.tokens, '$[' || t.key || ']') AS tokens,
-       coalesce(substr(p.raw, json_extract(p.raw_offsets, '$[' || t.key || ']') + 1,
-                       json_extract(p.raw_offsets, '$[' || (t.key + 1) || ']')
-                       - json_extract(p.raw_offsets, '$[' || t.key || ']')),
+       CAST(e.key AS INTEGER) AS seq,
+       json_extract(e.value, '$[0]') AS t_ms,
+       json_extract(e.value, '$[1]') AS gap_ms,
+       json_extract(e.value, '$[2]') AS kind,
+       json_extract(e.value, '$[3]') AS event,
+       json_extract(e.value, '$[4]') AS tokens,
+       coalesce(substr(p.raw, json_extract(e.value, '$[5]') + 1,
+                       json_extract(e.value, '$[6]') - json_extract(e.value, '$[5]')),
                 X'') AS raw
-FROM stream_event_packs AS p, json_each(p.t_ms) AS t
+FROM stream_event_packs AS p, json_each(p.events) AS e
 """
 _VIEW_POSTGRESQL = """
 CREATE VIEW stream_events AS
 SELECT p.stream_id AS stream_id,
-       (t.ord - 1)::integer AS seq,
-       t.value::double precision AS t_ms,
-       (p.gap_ms ->> (t.ord - 1)::integer)::double precision AS gap_ms,
-       p.kind ->> (t.ord - 1)::integer AS kind,
-       p.event ->> (t.ord - 1)::integer AS event,
-       (p.tokens ->> (t.ord - 1)::integer)::boolean AS tokens,
-       substring(p.raw FROM (p.raw_offsets ->> (t.ord - 1)::integer)::integer + 1
-                 FOR (p.raw_offsets ->> t.ord::integer)::integer
-                     - (p.raw_offsets ->> (t.ord - 1)::integer)::integer) AS raw
+       (e.ord - 1)::integer AS seq,
+       (e.value ->> 0)::double precision AS t_ms,
+       (e.value ->> 1)::double precision AS gap_ms,
+       e.value ->> 2 AS kind,
+       e.value ->> 3 AS event,
+       (e.value ->> 4)::boolean AS tokens,
+       substring(p.raw FROM (e.value ->> 5)::integer + 1
+                 FOR (e.value ->> 6)::integer - (e.value ->> 5)::integer) AS raw
 FROM stream_event_packs AS p
-CROSS JOIN LATERAL json_array_elements_text(p.t_ms) WITH ORDINALITY AS t(value, ord)
+CROSS JOIN LATERAL json_array_elements(p.events) WITH ORDINALITY AS e(value, ord)
 """
 
 
@@ -87,12 +80,7 @@ def upgrade() -> None:
         "stream_event_packs",
         sa.Column("stream_id", sa.String(length=32), nullable=False),
         sa.Column("count", sa.Integer(), nullable=False),
-        sa.Column("t_ms", sa.JSON(), nullable=False),
-        sa.Column("gap_ms", sa.JSON(), nullable=False),
-        sa.Column("kind", sa.JSON(), nullable=False),
-        sa.Column("event", sa.JSON(), nullable=True),
-        sa.Column("tokens", sa.JSON(), nullable=False),
-        sa.Column("raw_offsets", sa.JSON(), nullable=False),
+        sa.Column("events", sa.JSON(), nullable=False),
         sa.Column("raw", sa.LargeBinary(), nullable=False),
         sa.Column("token_gaps_ms", sa.JSON(), nullable=False),
         sa.ForeignKeyConstraint(
@@ -163,29 +151,23 @@ def _id_batches(conn: sa.Connection, column: sa.ColumnClause[Any]) -> Iterator[l
 
 
 def _pack(stream_id: str, events: list[Any]) -> dict[str, Any]:
-    offsets = [0, *itertools.accumulate(len(e.raw) for e in events)]
+    ends = list(itertools.accumulate(len(e.raw) for e in events))
     token_times = [e.t_ms for e in events if e.tokens]
-    names = [e.event for e in events]
     return {
         "stream_id": stream_id,
         "count": len(events),
-        "t_ms": [e.t_ms for e in events],
-        "gap_ms": [e.gap_ms for e in events],
-        "kind": [e.kind for e in events],
-        "event": names if any(n is not None for n in names) else None,
-        "tokens": [bool(e.tokens) for e in events],
-        "raw_offsets": offsets,
+        "events": [
+            [e.t_ms, e.gap_ms, e.kind, e.event, bool(e.tokens), start, end]
+            for e, start, end in zip(events, [0, *ends[:-1]], ends, strict=True)
+        ],
         "raw": b"".join(bytes(e.raw) for e in events),
         "token_gaps_ms": [b - a for a, b in itertools.pairwise(token_times)],
     }
 
 
 def _unpack(pack: Any) -> list[dict[str, Any]]:
-    def load(value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) else value
-
-    raw, offsets = bytes(pack.raw), load(pack.raw_offsets)
-    names = load(pack.event) or [None] * pack.count
+    raw = bytes(pack.raw)
+    events = json.loads(pack.events) if isinstance(pack.events, str) else pack.events
     return [
         {
             "stream_id": pack.stream_id,
@@ -195,9 +177,7 @@ def _unpack(pack: Any) -> list[dict[str, Any]]:
             "kind": kind,
             "event": name,
             "tokens": bool(tokens),
-            "raw": raw[offsets[seq] : offsets[seq + 1]],
+            "raw": raw[start:end],
         }
-        for seq, (t, gap, kind, name, tokens) in enumerate(
-            zip(load(pack.t_ms), load(pack.gap_ms), load(pack.kind), names, load(pack.tokens), strict=True)
-        )
+        for seq, (t, gap, kind, name, tokens, start, end) in enumerate(events)
     ]

@@ -169,10 +169,8 @@ def _load_events(session: Session, ids: list[str]) -> dict[str, tuple[EventRecor
     p = StreamEventPack
     out: dict[str, tuple[EventRecord, ...]] = {}
     for start in range(0, len(ids), _CHUNK):
-        stmt = sa.select(
-            p.stream_id, p.t_ms, p.gap_ms, p.kind, p.event, p.tokens, p.raw_offsets, p.raw
-        ).where(p.stream_id.in_(ids[start : start + _CHUNK]))
-        for stream_id, t_ms_, gap_ms_, kind_, event_, tokens_, offsets, raw_ in session.execute(stmt):
+        stmt = sa.select(p.stream_id, p.events, p.raw).where(p.stream_id.in_(ids[start : start + _CHUNK]))
+        for stream_id, events, blob in session.execute(stmt):
             out[stream_id] = tuple(
                 EventRecord(
                     seq=seq,
@@ -184,9 +182,7 @@ def _load_events(session: Session, ids: list[str]) -> dict[str, tuple[EventRecor
                     event=event,
                     tokens=tokens,
                 )
-                for seq, t_ms, gap_ms, kind, raw, event, tokens in unpack(
-                    t_ms_, gap_ms_, kind_, event_, tokens_, offsets, raw_
-                )
+                for seq, t_ms, gap_ms, kind, raw, event, tokens in unpack(events, blob)
             )
     return out
 

@@ -1,10 +1,9 @@
 """The ORM models: one row per recorded exchange (`streams`), one holding all its SSE events
 (`stream_event_packs`).
 
-A stream's events are stored together, column by column: JSON arrays of their times, gaps, kinds, names and
-token flags, and their exact bytes concatenated with the offsets that cut them apart (`db.packs`). For SQL
-by hand, the `stream_events` view unpacks them into one row per event (stream_id, seq, t_ms, gap_ms, kind,
-event, tokens, raw).
+A stream's events are stored together: a JSON array with each event's time, gap, kind, name, token flag and
+place in `raw`, their exact bytes concatenated (`db.packs`). For SQL by hand, the `stream_events` view unpacks
+them into one row per event (stream_id, seq, t_ms, gap_ms, kind, event, tokens, raw).
 
 The schema itself is created by the Alembic migrations in `migrations/`; a test compares these models with a
 migrated database, so a model change without a migration fails.
@@ -103,9 +102,9 @@ class Stream(Base):
 
 class StreamEventPack(Base):
     """All the SSE events (and comments) of one stream, with their exact bytes, as `db.packs.pack` lays
-    them out. Element i of every array is event i (its `seq`); `token_gaps_ms` is derived from `t_ms` and
-    `tokens` (the gaps between consecutive token-carrying events, `StreamRecord.gaps_ms`) and kept for the
-    gap aggregations."""
+    them out: `events` is a JSON array with one `[t_ms, gap_ms, kind, event, tokens, start, end]` per event,
+    in order (its index is the event's `seq`), `raw[start:end]` its bytes. `token_gaps_ms` is derived (the
+    gaps between consecutive token-carrying events, `StreamRecord.gaps_ms`) and kept for the aggregations."""
 
     __tablename__ = "stream_event_packs"
 
@@ -113,11 +112,6 @@ class StreamEventPack(Base):
         sa.String(32), sa.ForeignKey("streams.id", ondelete="CASCADE"), primary_key=True
     )
     count: Mapped[int] = mapped_column(sa.Integer())
-    t_ms: Mapped[list[float]] = mapped_column(sa.JSON())
-    gap_ms: Mapped[list[float | None]] = mapped_column(sa.JSON())  # null for the first event
-    kind: Mapped[list[str]] = mapped_column(sa.JSON())  # records.EventKind values
-    event: Mapped[list[str | None] | None] = mapped_column(sa.JSON())  # the SSE `event:` fields; NULL: none
-    tokens: Mapped[list[bool]] = mapped_column(sa.JSON())
-    raw_offsets: Mapped[list[int]] = mapped_column(sa.JSON())  # count + 1: event i is raw[o[i]:o[i + 1]]
+    events: Mapped[list[list[Any]]] = mapped_column(sa.JSON())
     raw: Mapped[bytes] = mapped_column(sa.LargeBinary())
     token_gaps_ms: Mapped[list[float]] = mapped_column(sa.JSON())

@@ -1,9 +1,10 @@
 """A stream's events as one row of `stream_event_packs`: the layout, both ways, and SQL over its arrays.
 
 One row per stream instead of one per event: the worker stores a finished stream's events in a single
-INSERT, ~0.5 µs per event where a row per event cost ~4 (random stream ids spread those rows over the whole
-primary-key index). The arrays are JSON, so both databases can unnest them (the `stream_events` view,
-`json_values`), and orjson writes them: floats in their shortest round-trip form, read back bit for bit.
+INSERT. `events` is a JSON array of `[t_ms, gap_ms, kind, event, tokens, start, end]`, one per event in
+order, and `raw[start:end]` is that event's exact bytes; one small array per event keeps the
+`stream_events` view linear in a stream's length. orjson writes the JSON: floats in their shortest
+round-trip form, read back bit for bit.
 """
 
 from __future__ import annotations
@@ -19,64 +20,38 @@ from sqlalchemy.orm import Session
 from ..records import EventRecord
 
 # The pack's columns in `pack()`'s order, for an INSERT straight to the driver.
-COLUMNS = (
-    "stream_id",
-    "count",
-    "t_ms",
-    "gap_ms",
-    "kind",
-    "event",
-    "tokens",
-    "raw_offsets",
-    "raw",
-    "token_gaps_ms",
-)
+COLUMNS = ("stream_id", "count", "events", "raw", "token_gaps_ms")
 
 _dumps = orjson.dumps
 
+Unpacked = tuple[int, float, float | None, str, bytes, str | None, bool]
+
 
 def pack(stream_id: str, events: Sequence[EventRecord]) -> tuple[Any, ...] | None:
-    """The pack row of a stream's events (JSON arrays as text), in `COLUMNS` order; None without events."""
+    """The pack row of a stream's events (JSON as text), in `COLUMNS` order; None without events."""
     if not events:
         return None
     _, t_ms, gap_ms, kind, _, raws, names, tokens = zip(*events, strict=True)
-    offsets = [0, *itertools.accumulate(map(len, raws))]
-    token_times = list(itertools.compress(t_ms, tokens))
-    event: str | None = None
-    if any(name is not None for name in names):
+    ends = list(itertools.accumulate(map(len, raws)))
+    if any(names):
         # PostgreSQL text cannot hold NUL (and the view reads names as text): replaced on every backend
-        event = _dumps([n.replace("\x00", "\ufffd") if n else n for n in names]).decode()
+        names = tuple(n.replace("\x00", "\ufffd") if n else n for n in names)
+    token_times = list(itertools.compress(t_ms, tokens))
     return (
         stream_id,
         len(events),
-        _dumps(t_ms).decode(),
-        _dumps(gap_ms).decode(),
-        _dumps(kind).decode(),
-        event,
-        _dumps(tokens).decode(),
-        _dumps(offsets).decode(),
+        _dumps(list(zip(t_ms, gap_ms, kind, names, tokens, [0, *ends[:-1]], ends, strict=True))).decode(),
         b"".join(raws),
         _dumps([b - a for a, b in itertools.pairwise(token_times)]).decode(),
     )
 
 
-def unpack(
-    t_ms: list[float],
-    gap_ms: list[float | None],
-    kind: list[str],
-    event: list[str | None] | None,
-    tokens: list[bool],
-    raw_offsets: list[int],
-    raw: bytes,
-) -> list[tuple[int, float, float | None, str, bytes, str | None, bool]]:
+def unpack(events: list[list[Any]], raw: bytes) -> list[Unpacked]:
     """The events of a pack as (seq, t_ms, gap_ms, kind, raw, event, tokens), in order."""
     raw = bytes(raw)
-    names = event if event is not None else [None] * len(t_ms)
     return [
-        (seq, t, gap, k, raw[a:b], name, bool(tok))
-        for seq, (t, gap, k, name, tok, a, b) in enumerate(
-            zip(t_ms, gap_ms, kind, names, tokens, raw_offsets[:-1], raw_offsets[1:], strict=True)
-        )
+        (seq, t, gap, kind, raw[start:end], name, bool(tokens))
+        for seq, (t, gap, kind, name, tokens, start, end) in enumerate(events)
     ]
 
 
