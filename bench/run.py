@@ -23,7 +23,7 @@ from . import latency as lat
 from . import recorder_bench as rb
 from .mock_proc import MockProcess
 from .peers import LiteLLMProxy, ensure_litellm
-from .procs import BENCH, BareMitmproxy, Foreign, Proc, StreamtapProxy, machine
+from .procs import BENCH, BareMitmproxy, Foreign, Proc, StreamtapProxy, calibrate, machine
 from .report import Results, render, render_quick
 
 
@@ -97,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     client_cpus, proxy_cpu = _cpus()
     res = Results(mode=mode.name, date=datetime.now(UTC), machine=machine(), load_before=os.getloadavg())
+    res.notes.append(
+        f"calibration: {calibrate(proxy_cpu):.1f} ms for a fixed Python workload (`procs.calibrate`) on the "
+        "proxy's CPU; machines here differ up to 2x in speed, so compare runs by it"
+    )
     res.notes.append(
         f"pinning: proxy on CPU {proxy_cpu}, mock and client on CPU {sorted(client_cpus)}"
         if client_cpus
