@@ -37,7 +37,6 @@ _events = sa.table(
 _packs = sa.table(
     "stream_event_packs",
     sa.column("stream_id", sa.String()),
-    sa.column("count", sa.Integer()),
     sa.column("events", sa.JSON()),
     sa.column("raw", sa.LargeBinary()),
     sa.column("token_gaps_ms", sa.JSON()),
@@ -79,7 +78,6 @@ def upgrade() -> None:
     op.create_table(
         "stream_event_packs",
         sa.Column("stream_id", sa.String(length=32), nullable=False),
-        sa.Column("count", sa.Integer(), nullable=False),
         sa.Column("events", sa.JSON(), nullable=False),
         sa.Column("raw", sa.LargeBinary(), nullable=False),
         sa.Column("token_gaps_ms", sa.JSON(), nullable=False),
@@ -155,7 +153,6 @@ def _pack(stream_id: str, events: list[Any]) -> dict[str, Any]:
     token_times = [e.t_ms for e in events if e.tokens]
     return {
         "stream_id": stream_id,
-        "count": len(events),
         "events": [
             [e.t_ms, e.gap_ms, e.kind, e.event, bool(e.tokens), start, end]
             for e, start, end in zip(events, [0, *ends[:-1]], ends, strict=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
@@ -148,5 +149,11 @@ class StreamRecord:
     @property
     def gaps_ms(self) -> list[float]:
         """Gaps between consecutive token-carrying events (what the gap histogram samples)."""
-        times = [e.t_ms for e in self.events if e.tokens]
-        return [b - a for a, b in itertools.pairwise(times)]
+        return token_gaps(self.events)
+
+
+def token_gaps(events: Sequence[EventRecord]) -> list[float]:
+    """The gaps between consecutive token-carrying events: what `stats`, the dashboard's gap histogram and
+    the Prometheus histogram sample (the event pack keeps them as `token_gaps_ms`)."""
+    times = [e.t_ms for e in events if e.tokens]
+    return [b - a for a, b in itertools.pairwise(times)]

@@ -101,7 +101,7 @@ def seed_database(
         for _ in range(n):
             row, evs = gen.stream()
             stream_rows.append(row)
-            pack = packs.pack(row["id"], [_event(e) for e in evs])
+            pack = packs.pack(row["id"], evs)
             if pack is not None:
                 pack_rows.append(pack)
             total += len(evs)
@@ -111,12 +111,6 @@ def seed_database(
                 conn.exec_driver_sql(packs.insert_sql(engine.dialect), pack_rows)
         done += n
     return SeedResult(streams=done, events=total)
-
-
-def _event(e: dict[str, Any]) -> EventRecord:
-    return EventRecord(
-        e["seq"], e["t_ms"], e["gap_ms"], EventKind(e["kind"]), None, e["raw"], e["event"], e["tokens"]
-    )
 
 
 class _Generator:
@@ -130,7 +124,7 @@ class _Generator:
         self.slow = (mid, mid + min(timedelta(hours=1), span / 12))
         self.weights = [p.weight for p in PROFILES]
 
-    def stream(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def stream(self) -> tuple[dict[str, Any], list[EventRecord]]:
         rng = self.rng
         profile = rng.choices(PROFILES, self.weights)[0]
         started = self.start + timedelta(seconds=rng.random() * self.span_s)
@@ -220,7 +214,7 @@ class _Generator:
         sid: str,
         created: int,
         started: datetime,
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    ) -> tuple[dict[str, Any], list[EventRecord]]:
         rng = self.rng
         ttft = rng.lognormvariate(math.log(p.ttft_ms * (4 if slow else 1)), p.ttft_sigma)
         gap_mu = math.log(p.gap_ms * (3 if slow else 1))
@@ -256,24 +250,14 @@ class _Generator:
             f'"model":"{p.model}","choices":[{{"index":0,'
         )
         ttfb = ttft * rng.uniform(0.4, 0.9)
-        events: list[dict[str, Any]] = []
+        events: list[EventRecord] = []
         t = ttfb
         prev: float | None = None
 
-        def add(raw: str, *, kind: str = "data", tokens: bool = False) -> None:
+        def add(raw: str, *, kind: EventKind = EventKind.DATA, tokens: bool = False) -> None:
             nonlocal prev
-            events.append(
-                {
-                    "stream_id": sid,
-                    "seq": len(events),
-                    "t_ms": t,
-                    "gap_ms": None if prev is None else t - prev,
-                    "kind": kind,
-                    "event": None,
-                    "tokens": tokens,
-                    "raw": raw.encode(),
-                }
-            )
+            gap = None if prev is None else t - prev
+            events.append(EventRecord(len(events), t, gap, kind, None, raw.encode(), None, tokens))
             prev = t
 
         add(head + '"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n')
@@ -308,7 +292,7 @@ class _Generator:
             # a tool call's first delta names it: no generated text yet
             add(head + f'"delta":{delta},"finish_reason":null}}]}}\n\n', tokens=field != "tool_head")
 
-        n_events = sum(1 for e in events if e["tokens"])
+        n_events = sum(1 for e in events if e.tokens)
         completion = n_events
         prompt = rng.randint(20, 1800)
         error = None
@@ -329,11 +313,11 @@ class _Generator:
             t += rng.uniform(0.1, 1.0)
             add(head.replace('"choices":[{"index":0,', '"choices":[],"usage":') + usage + "}\n\n")
             t += rng.uniform(0.05, 0.5)
-            add("data: [DONE]\n\n", kind="done")
+            add("data: [DONE]\n\n", kind=EventKind.DONE)
         elif outcome is Outcome.MODEL_ERROR:
             error = "The server had an error processing your request."
             t += rng.uniform(5.0, 400.0)
-            add(f'data: {{"error":{{"message":"{error}","type":"server_error"}}}}\n\n', kind="error")
+            add(f'data: {{"error":{{"message":"{error}","type":"server_error"}}}}\n\n', kind=EventKind.ERROR)
         elif outcome is Outcome.UPSTREAM_DISCONNECT:
             error = "upstream closed the connection mid-stream"
             t += rng.uniform(1000.0, 30000.0)
@@ -342,7 +326,7 @@ class _Generator:
             t += rng.uniform(0.5, 50.0)
         duration = t + rng.uniform(0.1, 2.0)
 
-        first_token = next((e["t_ms"] for e in events if e["tokens"]), None)
+        first_token = next((e.t_ms for e in events if e.tokens), None)
         choice: dict[str, Any] = {
             "index": 0,
             "content": "".join(content) or None,

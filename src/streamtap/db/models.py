@@ -111,7 +111,6 @@ class StreamEventPack(Base):
     stream_id: Mapped[str] = mapped_column(
         sa.String(32), sa.ForeignKey("streams.id", ondelete="CASCADE"), primary_key=True
     )
-    count: Mapped[int] = mapped_column(sa.Integer())
     events: Mapped[list[list[Any]]] = mapped_column(sa.JSON())
     raw: Mapped[bytes] = mapped_column(sa.LargeBinary())
     token_gaps_ms: Mapped[list[float]] = mapped_column(sa.JSON())

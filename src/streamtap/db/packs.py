@@ -17,10 +17,10 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..records import EventRecord
+from ..records import EventRecord, token_gaps
 
 # The pack's columns in `pack()`'s order, for an INSERT straight to the driver.
-COLUMNS = ("stream_id", "count", "events", "raw", "token_gaps_ms")
+COLUMNS = ("stream_id", "events", "raw", "token_gaps_ms")
 
 _dumps = orjson.dumps
 
@@ -36,13 +36,11 @@ def pack(stream_id: str, events: Sequence[EventRecord]) -> tuple[Any, ...] | Non
     if any(names):
         # PostgreSQL text cannot hold NUL (and the view reads names as text): replaced on every backend
         names = tuple(n.replace("\x00", "\ufffd") if n else n for n in names)
-    token_times = list(itertools.compress(t_ms, tokens))
     return (
         stream_id,
-        len(events),
         _dumps(list(zip(t_ms, gap_ms, kind, names, tokens, [0, *ends[:-1]], ends, strict=True))).decode(),
         b"".join(raws),
-        _dumps([b - a for a, b in itertools.pairwise(token_times)]).decode(),
+        _dumps(token_gaps(events)).decode(),
     )
 
 
