@@ -19,7 +19,7 @@ from streamtap.chat import ChatInterpreter
 from streamtap.db.engine import make_engine, upgrade
 from streamtap.db.models import Stream, StreamEventPack
 from streamtap.export import choice_to_dict, record_to_sse
-from streamtap.read import get_stream
+from streamtap.read import get_stream, stats
 from streamtap.recorder import Recorder
 from streamtap.records import Choice, EventKind, EventRecord, Outcome, StreamRecord, ToolCall, Usage
 from streamtap.seed import PROFILES, seed_database
@@ -280,6 +280,27 @@ class TestOverview:
             "upstream_disconnect",
         )
         assert opts.api_keys == (KEY_A, KEY_B)
+
+
+def test_gaps_are_token_to_token(
+    engine: sa.Engine, session: Session, make_record: Callable[..., StreamRecord]
+) -> None:
+    """The dashboard's gaps, like `stats` and Prometheus, run from token event to token event: a keep-alive
+    comment in between does not split a gap, and two tokens of one read are 0 apart."""
+    data, comment = b'data: {"t":1}\n\n', b": keep-alive\n\n"
+    events = (
+        EventRecord(0, 5.0, None, EventKind.DATA, "{}", b'data: {"role":1}\n\n'),
+        EventRecord(1, 20.0, 15.0, EventKind.DATA, "{}", data, tokens=True),
+        EventRecord(2, 50.0, 30.0, EventKind.COMMENT, "keep-alive", comment),
+        EventRecord(3, 60.0, 10.0, EventKind.DATA, "{}", data, tokens=True),
+        EventRecord(4, 60.0, 0.0, EventKind.DATA, "{}", data, tokens=True),
+    )
+    rec = make_record(started_at=NOW - timedelta(minutes=1), ttft_ms=20.0, events=events)
+    assert rec.gaps_ms == [40.0, 0.0]
+    write(engine, [rec])
+    cells = ov.gap_cells(session, ov.Filters(), width=3600)
+    assert sorted((c.lo, c.n) for c in cells) == [(0.0, 1), (40.0, 1)]
+    assert stats(session)["gap_ms"] == {"p50": 0.0, "p90": 40.0, "p99": 40.0}
 
 
 class TestSearch:
