@@ -12,6 +12,7 @@ it with PYTHONPATH=SRC to measure another source tree; the figures move ±5% bet
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import pickle
 import sys
@@ -100,10 +101,12 @@ def run(streams: int, *, record: bool, metrics: bool, keep_events: bool = True) 
             pipeline.on_start = pipeline.on_record = None
         if not metrics:
             pipeline.metrics = None
+        gc.freeze()  # as the worker's main() does once it is set up
         cpu0 = time.process_time()
         for frame in frames:
             pipeline.handle(pickle.loads(frame))
         worker.close()  # waits for the recorder's last commit
+        gc.unfreeze()
         return (time.process_time() - cpu0) / (streams * (TOKENS + 4)) * 1e6
 
 

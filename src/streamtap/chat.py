@@ -19,6 +19,7 @@ Pure and incremental. It is written against what providers really send (see test
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,38 @@ class _ChoiceAcc:
         )
 
 
+# What a JSON string literal cannot hold unescaped: the quote, the backslash and the control characters.
+_NOT_LITERAL = re.compile(r'["\\\x00-\x1f]')
+_CONTENT_KEY = '"content"'
+_CONTENT_AT = '"content":"'
+_OBFUSCATION_AT = ',"obfuscation":"'
+LEARN_BUDGET = 8  # chunk shapes learned per stream before the interpreter stops trying
+
+
+def _literal(text: str) -> bool:
+    """Whether `text` stands for itself between two quotes of JSON: the string it spells is `text`."""
+    if text.isprintable():  # nearly always (ASCII text); rules out the control characters at once
+        return '"' not in text and "\\" not in text
+    return _NOT_LITERAL.search(text) is None
+
+
+@dataclass(slots=True)
+class _Shape:
+    """The text of one choice's plain content chunk around its content, as this stream sends it.
+
+    A chunk whose text is `prefix`, a JSON string's characters, then `suffix` parses to the same object as
+    the chunk it was learned from, but for the content: JSON is read left to right, so the same text before
+    the string leaves the parser in the same place, and the same text after it ends it the same way. Such a
+    chunk means what that one meant (`_ChoiceAcc` `acc` gets the content) without being parsed. `suffix`
+    may leave out OpenAI's last field, `"obfuscation"`, a random string nothing here reads (`obfuscated`).
+    """
+
+    prefix: str
+    suffix: str
+    obfuscated: bool
+    acc: _ChoiceAcc
+
+
 def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -85,6 +118,16 @@ def parse_usage(obj: object) -> Usage | None:
     return Usage(prompt, completion, total, reasoning)
 
 
+def _usage_of(chunk: dict[str, Any]) -> Usage | None:
+    """The usage a chunk reports: its `usage`, else Groq's `x_groq.usage`."""
+    usage = parse_usage(chunk.get("usage"))
+    if usage is None:
+        x_groq = chunk.get("x_groq")
+        if isinstance(x_groq, dict):
+            usage = parse_usage(x_groq.get("usage"))
+    return usage
+
+
 def error_text(obj: object) -> str:
     """A one-line description of an error object, as providers shape them."""
     if isinstance(obj, dict):
@@ -110,6 +153,8 @@ class ChatInterpreter:
         self.error: str | None = None
         self.saw_done = False
         self.saw_finish = False
+        self._shape: _Shape | None = None
+        self._learn_budget = LEARN_BUDGET
 
     # -- streaming -------------------------------------------------------------------------------------
     def feed(self, item: SSEItem) -> Interpretation:
@@ -118,6 +163,24 @@ class ChatInterpreter:
         if item.kind is not ItemKind.EVENT:
             return _MALFORMED
         data = item.data
+        shape = self._shape
+        if shape is not None and item.event is None and data.startswith(shape.prefix):
+            # A chunk shaped like one already parsed (see `_Shape`): its content is the text up to the next
+            # quote, if that is a whole JSON string (no escapes) and the rest is the same as that chunk's.
+            start = len(shape.prefix)
+            end = data.find('"', start)
+            if end >= 0 and data.startswith(shape.suffix, end):
+                if shape.obfuscated:
+                    tail = data[end + len(shape.suffix) :]
+                    same = tail.endswith('"}') and _literal(tail[:-2])
+                else:
+                    same = len(data) == end + len(shape.suffix)
+                value = data[start:end]
+                if same and _literal(value):
+                    if not value:
+                        return _DATA
+                    shape.acc.content.append(value)
+                    return _CONTENT
         if data.startswith("[DONE]"):  # what the openai SDK checks; some servers name the event (`done`)
             self.saw_done = True
             return _DONE
@@ -136,7 +199,10 @@ class ChatInterpreter:
             return _ERROR
         if not isinstance(obj, dict):
             return _MALFORMED
-        return self.feed_chunk(obj)
+        meaning = self.feed_chunk(obj)
+        if meaning is _CONTENT and self._learn_budget and item.event is None:
+            self._learn(data, obj)
+        return meaning
 
     def feed_chunk(self, obj: dict[str, Any]) -> Interpretation:
         if self.model is None:
@@ -177,12 +243,49 @@ class ChatInterpreter:
             return _CONTENT
         return _TOKENS if tokens else _DATA
 
+    def _learn(self, data: str, obj: dict[str, Any]) -> None:
+        """Keep the shape of `data` (see `_Shape`) if it is one choice's plain content chunk, just read.
+
+        Only a chunk whose whole meaning is "this content, for that choice" qualifies: no finish, no usage,
+        a delta holding `content` alone, the choice already seen. Its text must spell the content as is
+        (no escapes), hold the key `"content"` once, and no backslash elsewhere, so that the one `"content"`
+        is the delta's key and the texts around it cannot mean anything else in a later chunk.
+        """
+        self._learn_budget -= 1
+        choices = obj.get("choices")
+        if type(choices) is not list or len(choices) != 1:
+            return
+        choice = choices[0]
+        if type(choice) is not dict or choice.get("finish_reason"):
+            return
+        index = choice.get("index")
+        acc = self._choices.get(index) if type(index) is int else None
+        delta = choice.get("delta")
+        if acc is None or type(delta) is not dict or len(delta) != 1:
+            return
+        value = delta.get("content")
+        if type(value) is not str or not value or _usage_of(obj) is not None:
+            return
+        at = data.find(_CONTENT_AT)
+        if at < 0 or data.count(_CONTENT_KEY) != 1:
+            return
+        start = at + len(_CONTENT_AT)
+        end = data.find('"', start)
+        if end < 0 or data[start:end] != value:
+            return
+        prefix, suffix = data[:start], data[end:]
+        if "\\" in prefix or "\\" in suffix:
+            return
+        obfuscated = False
+        at = suffix.rfind(_OBFUSCATION_AT)
+        if at >= 0 and suffix.endswith('"}') and '"' not in suffix[at + len(_OBFUSCATION_AT) : -2]:
+            # the last field, top level (its closing brace ends the text): kept out of the shape
+            suffix = suffix[: at + len(_OBFUSCATION_AT)]
+            obfuscated = True
+        self._shape = _Shape(prefix, suffix, obfuscated, acc)
+
     def _take_usage(self, obj: dict[str, Any]) -> None:
-        usage = parse_usage(obj.get("usage"))
-        if usage is None:
-            x_groq = obj.get("x_groq")
-            if isinstance(x_groq, dict):
-                usage = parse_usage(x_groq.get("usage"))
+        usage = _usage_of(obj)
         if usage is not None:
             self.usage = usage
 
