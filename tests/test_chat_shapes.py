@@ -65,14 +65,18 @@ def test_every_recording_means_the_same_with_shapes(path: Path) -> None:
         ("azure_openai_role_chunk_without_delta.sse", 1),
         # content with escapes ("\n") is parsed
         ("deepseek_chat_usage_without_include_usage.sse", 10),
+        # reasoning: `{"content":null,"reasoning_content":"..."}`, then content
+        ("deepseek_reasoner_reasoning_content.sse", 25),
+        # Groq's `{"reasoning":"...","channel":"analysis"}`
+        ("groq_gptoss_reasoning_x_groq_usage.sse", 3),
     ],
 )
-def test_plain_content_chunks_are_read_by_their_shape(name: str, at_most: int) -> None:
+def test_plain_text_chunks_are_read_by_their_shape(name: str, at_most: int) -> None:
     items = decode_all((CORPUS / name).read_bytes())
     meanings, _, learning, parsed = both(items)
-    content = sum(1 for m in meanings if m.content)
-    assert content >= 8
-    assert parsed <= at_most + (len(items) - content)  # of the content chunks, at most `at_most` parsed
+    texts = sum(1 for m in meanings if m.tokens)
+    assert texts >= 8
+    assert parsed <= at_most + (len(items) - texts)  # of the text chunks, at most `at_most` parsed
     assert learning._shape is not None
 
 
@@ -85,8 +89,13 @@ TAIL = ',"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"abc"
 ROLE = HEAD + '{"role":"assistant","content":""}' + TAIL
 
 
-def content_chunk(text: str, tail: str = TAIL) -> str:
-    return HEAD + '{"content":' + json.dumps(text, ensure_ascii=False) + "}" + tail
+def content_chunk(text: str, tail: str = TAIL, field: str = "content") -> str:
+    return HEAD + "{" + json.dumps(field) + ":" + json.dumps(text, ensure_ascii=False) + "}" + tail
+
+
+def delta_chunk(delta: str, text: str = "") -> str:
+    """A chunk with this delta, its "@" replaced by `text`."""
+    return HEAD + delta.replace("@", text) + TAIL
 
 
 def test_a_learned_shape_reads_the_next_chunks() -> None:
@@ -158,8 +167,29 @@ def escaped_key(meta: str) -> str:
         [content_chunk("x").replace('"x"}', '"x","reasoning_content":"r"}')] * 2,
         # a choice without an index (it counts as choice 0)
         [content_chunk("x").replace('"index":0,', ""), content_chunk("y").replace('"index":0,', "")],
+        # reasoning, and what may stand beside it
+        [delta_chunk('{"content":null,"reasoning_content":"@"}', t) for t in ("a", "b", "c")],
+        [delta_chunk('{"reasoning_content":"@","reasoning":""}', t) for t in ("a", "", "c")],
+        [
+            delta_chunk('{"reasoning_content":"a","reasoning":""}'),
+            delta_chunk('{"reasoning_content":"","reasoning":"b"}'),
+            delta_chunk('{"reasoning_content":"c","reasoning":""}'),
+        ],
+        [delta_chunk('{"reasoning":"@","content":"x"}', t) for t in ("a", "b")],  # two texts
+        [delta_chunk('{"refusal":"@","audio":{"transcript":"t"}}', t) for t in ("a", "b")],
+        [
+            delta_chunk('{"refusal":"@","tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}', t)
+            for t in ("a", "b")
+        ],
+        [
+            delta_chunk('{"content":[{"type":"thinking","thinking":[{"text":"t"}]}],"refusal":"@"}', t)
+            for t in ("a", "b")
+        ],
     ],
-    ids=["plain-tail", "usage", "content-twice", "escaped-key", "more-than-content", "no-index"],
+    ids=[
+        *("plain-tail", "usage", "content-twice", "escaped-key", "more-than-content", "no-index"),
+        *("reasoning", "empty-beside", "empty-hole", "two-texts", "audio", "tool-call", "content-array"),
+    ],
 )
 def test_what_a_shape_must_not_be_learned_from(chunks: list[str]) -> None:
     both([item(ROLE), *(item(c) for c in chunks)])
@@ -177,18 +207,23 @@ def test_what_a_shape_must_not_be_learned_from(chunks: list[str]) -> None:
     edits=st.lists(st.tuples(st.integers(min_value=0), st.text(max_size=3), st.integers(0, 3)), max_size=4),
     ascii_only=st.booleans(),
     obfuscation=st.none() | st.text(max_size=6),
+    field=st.sampled_from(["content", "reasoning_content", "reasoning", "refusal"]),
 )
 def test_near_misses_mean_what_parsing_them_means(
-    texts: list[str], edits: list[tuple[int, str, int]], ascii_only: bool, obfuscation: str | None
+    texts: list[str],
+    edits: list[tuple[int, str, int]],
+    ascii_only: bool,
+    obfuscation: str | None,
+    field: str,
 ) -> None:
     if obfuscation is None:
         tail = PLAIN_TAIL
     else:
         tail = TAIL.replace('"abc"', json.dumps(obfuscation, ensure_ascii=ascii_only))
-    chunks = [HEAD + '{"content":' + json.dumps(t, ensure_ascii=ascii_only) + "}" + tail for t in texts]
+    chunks = [HEAD + f'{{"{field}":' + json.dumps(t, ensure_ascii=ascii_only) + "}" + tail for t in texts]
     # then the same chunks, each edited at one place: a character or a few replaced, inserted or deleted
     for k, (at, text, remove) in enumerate(edits):
         base = chunks[k % len(chunks)]
         at %= len(base) + 1
         chunks.append(base[:at] + text + base[at + remove :])
-    both([item(ROLE), item(content_chunk("Hello")), *(item(c) for c in chunks)])
+    both([item(ROLE), item(content_chunk("Hello", tail, field)), *(item(c) for c in chunks)])

@@ -59,9 +59,9 @@ class _ChoiceAcc:
 
 # What a JSON string literal cannot hold unescaped: the quote, the backslash and the control characters.
 _NOT_LITERAL = re.compile(r'["\\\x00-\x1f]')
-_CONTENT_KEY = '"content"'
-_CONTENT_AT = '"content":"'
 _OBFUSCATION_AT = ',"obfuscation":"'
+# A delta's text fields, and the interpretation of a chunk adding to one of them alone
+_TEXT_FIELDS = {"content": _CONTENT, "reasoning_content": _TOKENS, "reasoning": _TOKENS, "refusal": _TOKENS}
 LEARN_BUDGET = 8  # chunk shapes learned per stream before the interpreter stops trying
 
 
@@ -74,19 +74,21 @@ def _literal(text: str) -> bool:
 
 @dataclass(slots=True)
 class _Shape:
-    """The text of one choice's plain content chunk around its content, as this stream sends it.
+    """The text of one choice's plain text chunk around its text, as this stream sends it.
 
     A chunk whose text is `prefix`, a JSON string's characters, then `suffix` parses to the same object as
-    the chunk it was learned from, but for the content: JSON is read left to right, so the same text before
+    the chunk it was learned from, but for that string: JSON is read left to right, so the same text before
     the string leaves the parser in the same place, and the same text after it ends it the same way. Such a
-    chunk means what that one meant (`_ChoiceAcc` `acc` gets the content) without being parsed. `suffix`
-    may leave out OpenAI's last field, `"obfuscation"`, a random string nothing here reads (`obfuscated`).
+    chunk means what that one meant (`meaning`, and its text added to `texts`: a choice's content, reasoning
+    or refusal) without being parsed. `suffix` may leave out OpenAI's last field, `"obfuscation"`, a random
+    string nothing here reads (`obfuscated`).
     """
 
     prefix: str
     suffix: str
     obfuscated: bool
-    acc: _ChoiceAcc
+    texts: list[str]
+    meaning: Interpretation
 
 
 def _int(value: object) -> int | None:
@@ -165,7 +167,7 @@ class ChatInterpreter:
         data = item.data
         shape = self._shape
         if shape is not None and item.event is None and data.startswith(shape.prefix):
-            # A chunk shaped like one already parsed (see `_Shape`): its content is the text up to the next
+            # A chunk shaped like one already parsed (see `_Shape`): its text is the text up to the next
             # quote, if that is a whole JSON string (no escapes) and the rest is the same as that chunk's.
             start = len(shape.prefix)
             end = data.find('"', start)
@@ -176,11 +178,9 @@ class ChatInterpreter:
                 else:
                     same = len(data) == end + len(shape.suffix)
                 value = data[start:end]
-                if same and _literal(value):
-                    if not value:
-                        return _DATA
-                    shape.acc.content.append(value)
-                    return _CONTENT
+                if same and value and _literal(value):  # (an empty text may mean something else)
+                    shape.texts.append(value)
+                    return shape.meaning
         if data.startswith("[DONE]"):  # what the openai SDK checks; some servers name the event (`done`)
             self.saw_done = True
             return _DONE
@@ -200,8 +200,8 @@ class ChatInterpreter:
         if not isinstance(obj, dict):
             return _MALFORMED
         meaning = self.feed_chunk(obj)
-        if meaning is _CONTENT and self._learn_budget and item.event is None:
-            self._learn(data, obj)
+        if (meaning is _CONTENT or meaning is _TOKENS) and self._learn_budget and item.event is None:
+            self._learn(data, obj, meaning)
         return meaning
 
     def feed_chunk(self, obj: dict[str, Any]) -> Interpretation:
@@ -243,15 +243,15 @@ class ChatInterpreter:
             return _CONTENT
         return _TOKENS if tokens else _DATA
 
-    def _learn(self, data: str, obj: dict[str, Any]) -> None:
-        """Keep the shape of `data` (see `_Shape`) if it is one choice's plain content chunk, just read.
+    def _learn(self, data: str, obj: dict[str, Any], meaning: Interpretation) -> None:
+        """Keep the shape of `data` (see `_Shape`) if it is one choice's plain text chunk, just read.
 
-        Only a chunk whose whole meaning is "this content, for that choice" qualifies: no finish, no usage,
-        a delta holding `content` alone, the choice already seen. Its text must spell the content as is
-        (no escapes), hold the key `"content"` once, and no backslash elsewhere, so that the one `"content"`
-        is the delta's key and the texts around it cannot mean anything else in a later chunk.
+        Only a chunk whose whole meaning is "this text, for that choice" qualifies: no finish, no usage, no
+        tool call, one text field of the delta set and no other (a delta's other fields mean nothing here),
+        the choice already seen. Its text must spell that field's string as is (no escapes), hold the
+        field's key once, and no backslash elsewhere, so that the one key is the delta's and the texts
+        around it cannot mean anything else in a later chunk.
         """
-        self._learn_budget -= 1
         choices = obj.get("choices")
         if type(choices) is not list or len(choices) != 1:
             return
@@ -261,15 +261,19 @@ class ChatInterpreter:
         index = choice.get("index")
         acc = self._choices.get(index) if type(index) is int else None
         delta = choice.get("delta")
-        if acc is None or type(delta) is not dict or len(delta) != 1:
+        if acc is None or type(delta) is not dict or delta.get("tool_calls") or delta.get("audio"):
             return
-        value = delta.get("content")
-        if type(value) is not str or not value or _usage_of(obj) is not None:
+        if _usage_of(obj) is not None or isinstance(delta.get("content"), list):
             return
-        at = data.find(_CONTENT_AT)
-        if at < 0 or data.count(_CONTENT_KEY) != 1:
+        texts = [(k, v) for k in _TEXT_FIELDS if isinstance(v := delta.get(k), str) and v]
+        if len(texts) != 1 or _TEXT_FIELDS[texts[0][0]] is not meaning:
             return
-        start = at + len(_CONTENT_AT)
+        field, value = texts[0]
+        self._learn_budget -= 1  # counts the chunks that qualify (the text search costs as much as a parse)
+        at = data.find(f'"{field}":"')
+        if at < 0 or data.count(f'"{field}"') != 1:
+            return
+        start = at + len(field) + 4
         end = data.find('"', start)
         if end < 0 or data[start:end] != value:
             return
@@ -282,7 +286,13 @@ class ChatInterpreter:
             # the last field, top level (its closing brace ends the text): kept out of the shape
             suffix = suffix[: at + len(_OBFUSCATION_AT)]
             obfuscated = True
-        self._shape = _Shape(prefix, suffix, obfuscated, acc)
+        if field == "content":
+            target = acc.content
+        elif field == "refusal":
+            target = acc.refusal
+        else:
+            target = acc.reasoning
+        self._shape = _Shape(prefix, suffix, obfuscated, target, _TEXT_FIELDS[field])
 
     def _take_usage(self, obj: dict[str, Any]) -> None:
         usage = _usage_of(obj)
