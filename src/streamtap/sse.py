@@ -18,7 +18,6 @@ from typing import NamedTuple
 _LINE_END = re.compile(rb"[\r\n]")
 _BOM = b"\xef\xbb\xbf"
 _CR = 0x0D
-_CR_BYTE = b"\r"
 _LF = 0x0A
 _new = tuple.__new__
 
@@ -69,7 +68,7 @@ class SSEDecoder:
             and not self._raw
             and self._started
             and chunk.count(b"\n") == 2
-            and _CR_BYTE not in chunk
+            and _CR not in chunk  # an int: `bytes in bytes` first tries the needle as an int, and fails
         ):
             # A read that is exactly one `data:` line and its blank line, with nothing pending: how most
             # chunks of a stream arrive. The same item the line-by-line path below would return.
@@ -79,7 +78,7 @@ class SSEDecoder:
                     SSEItem,
                     (
                         ItemKind.EVENT,
-                        bytes(chunk),
+                        chunk if type(chunk) is bytes else bytes(chunk),
                         value.decode("utf-8", "replace"),
                         None,
                         self._last_id,
@@ -97,7 +96,7 @@ class SSEDecoder:
             if skip:
                 self._raw += _BOM
                 del buf[:skip]
-        if _CR_BYTE not in buf:
+        if _CR not in buf:
             return self._feed_lf(buf)
         out: list[SSEItem] = []
         start = 0
