@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import threading
@@ -219,6 +220,23 @@ class TestStartThenFinish:
         recorder.close()
         assert (recorder.written, recorder.dropped) == (2, 0)
         assert _rows(engine, "SELECT count(*) FROM stream_events") == [(2,)]
+
+    def test_a_record_again_with_other_events_replaces_them(
+        self, engine: sa.Engine, make_record: MakeRecord
+    ) -> None:
+        rec = make_record()
+        recorder = Recorder(engine, flush_interval=0)
+        recorder.start()
+        recorder.submit(rec)
+        _wait_for(lambda: recorder.written == 1)
+        recorder.submit(dataclasses.replace(rec, events=rec.events[1:]))
+        _wait_for(lambda: recorder.written == 2)
+        raws = _rows(engine, "SELECT seq, raw FROM stream_events")
+        assert raws == [(0, rec.events[1].raw)]
+        recorder.submit(dataclasses.replace(rec, events=()))  # and without any: none left
+        recorder.close()
+        assert _rows(engine, "SELECT count(*) FROM stream_events") == [(0,)]
+        assert _rows(engine, "SELECT count(*) FROM stream_event_packs") == [(0,)]
 
     def test_mark_interrupted(self, engine: sa.Engine, make_record: MakeRecord) -> None:
         done = make_record(proxy_instance="a:1")

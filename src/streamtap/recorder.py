@@ -287,9 +287,9 @@ class Recorder:
                 conn.execute(self._start_stmt, starts)
             if finished:
                 conn.execute(self._upsert_stmt, list(finished.values()))
-                if self._keep_events:
-                    # Makes a repeated record replace its events instead of colliding with them.
-                    conn.execute(sa.delete(_packs).where(_packs.c.stream_id.in_(list(finished))))
+                bare = [key for key, row in events.items() if row is None]
+                if bare:  # a repeated record without events: the earlier one's go (the others replace them)
+                    conn.execute(sa.delete(_packs).where(_packs.c.stream_id.in_(bare)))
             if pack_rows:
                 # Straight to the driver: the arrays are JSON text already (orjson), no per-row work here.
                 conn.exec_driver_sql(self._packs_sql, pack_rows)
@@ -348,8 +348,9 @@ def _without_nul(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _start_row(start: StreamStart) -> dict[str, Any]:
-    row: dict[str, Any] = dict.fromkeys(_streams.c.keys())  # NULL: unknown until the response arrives
-    row.update(
+    # The columns left out are NULL (none has a default): unknown until the response arrives. Naming only
+    # these saves a third of the statement's per-row work.
+    row: dict[str, Any] = dict(
         id=start.id,
         started_at=start.started_at,
         method=start.method,
