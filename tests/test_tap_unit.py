@@ -17,7 +17,7 @@ import pytest
 from streamtap.chat import ChatInterpreter
 from streamtap.decoding import ContentDecodingError
 from streamtap.records import EventKind, Outcome, StreamRecord, StreamStart, Usage
-from streamtap.sse import decode_all
+from streamtap.sse import SSEDecoder, decode_all
 from streamtap.tap import MAX_STORED_BODY, StreamTap, decide_outcome
 
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
@@ -543,3 +543,36 @@ def test_deeply_nested_data_line_in_a_stream() -> None:
     record = run(timed(chunk({"content": "Hi"}), b"data: " + DEEP + b"\n\n", DONE))
     assert [e.kind for e in record.events] == [EventKind.DATA, EventKind.MALFORMED, EventKind.DONE]
     assert record.choices[0].content == "Hi"
+
+
+# -- the lone-event lane --------
+
+
+def event_reads(body: bytes) -> list[tuple[float, bytes]]:
+    """A body as one read per SSE item (each event whole, as most streams arrive), 10 ms apart."""
+    return [(0.1 + 0.01 * i, item.raw) for i, item in enumerate(decode_all(body)) if item.raw]
+
+
+@pytest.mark.parametrize("path", sorted(CORPUS.glob("*.sse")), ids=lambda p: p.name)
+def test_a_lone_event_read_is_recorded_as_the_sse_items_would_be(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = event_reads(path.read_bytes())
+    fed: list[bytes] = []  # the reads that went through SSE items
+    real = SSEDecoder.feed
+
+    def feed(self: SSEDecoder, chunk: bytes) -> list[Any]:
+        fed.append(chunk)
+        return real(self, chunk)
+
+    monkeypatch.setattr(SSEDecoder, "feed", feed)
+    laned = run(reads)
+    lane = [r for _, r in reads if r not in fed]
+    monkeypatch.setattr(SSEDecoder, "lone_data", lambda self, chunk: None)
+    itemized = run(reads)
+    assert laned == itemized
+    # the lane takes only reads that are one unnamed `data:` event (and only with nothing pending)
+    lone = [r for _, r in reads[1:] if r.startswith(b"data:") and r.count(b"\n") == 2 and b"\r" not in r]
+    assert set(lane) <= set(lone)
+    if path.name in ("openai_chat_text_include_usage.sse", "deepseek_reasoner_reasoning_content.sse"):
+        assert len(lane) == len(lone) >= 10

@@ -97,19 +97,23 @@ class AnthropicInterpreter:
             return _COMMENT
         if item.kind is not ItemKind.EVENT:
             return _MALFORMED
+        return self.feed_data(item.data, item.event)
+
+    def feed_data(self, data: str, event: str | None = None) -> Interpretation:
+        """An event: its data, and its `event:` field (None when it has none)."""
         try:
-            obj = loads(item.data)
+            obj = loads(data)
         except (ValueError, RecursionError):
             obj = None
         if not isinstance(obj, dict):
-            if item.event == "error":
-                self._set_error(item.data or "error event")
+            if event == "error":
+                self._set_error(data or "error event")
                 return _ERROR
             return _MALFORMED
         kind = obj.get("type")
         if not isinstance(kind, str):
-            kind = item.event or ""
-        if kind == "error" or item.event == "error":
+            kind = event or ""
+        if kind == "error" or event == "error":
             self._set_error(error_text(obj))
             return _ERROR
         return self.feed_event(kind, obj)

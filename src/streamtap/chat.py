@@ -164,9 +164,12 @@ class ChatInterpreter:
             return _COMMENT
         if item.kind is not ItemKind.EVENT:
             return _MALFORMED
-        data = item.data
+        return self.feed_data(item.data, item.event)
+
+    def feed_data(self, data: str, event: str | None = None) -> Interpretation:
+        """An event: its data, and its `event:` field (None when it has none)."""
         shape = self._shape
-        if shape is not None and item.event is None and data.startswith(shape.prefix):
+        if shape is not None and event is None and data.startswith(shape.prefix):
             # A chunk shaped like one already parsed (see `_Shape`): its text is the text up to the next
             # quote, if that is a whole JSON string (no escapes) and the rest is the same as that chunk's.
             start = len(shape.prefix)
@@ -187,11 +190,11 @@ class ChatInterpreter:
         try:
             obj = loads(data)
         except (ValueError, RecursionError):
-            if item.event == "error":
+            if event == "error":
                 self._set_error(data or "error event")
                 return _ERROR
             return _MALFORMED
-        if item.event == "error" or (isinstance(obj, dict) and obj.get("error")):
+        if event == "error" or (isinstance(obj, dict) and obj.get("error")):
             self._set_error(error_text(obj))
             # an error chunk may still carry usage (OpenRouter)
             if isinstance(obj, dict):
@@ -200,7 +203,7 @@ class ChatInterpreter:
         if not isinstance(obj, dict):
             return _MALFORMED
         meaning = self.feed_chunk(obj)
-        if (meaning is _CONTENT or meaning is _TOKENS) and self._learn_budget and item.event is None:
+        if (meaning is _CONTENT or meaning is _TOKENS) and self._learn_budget and event is None:
             self._learn(data, obj, meaning)
         return meaning
 

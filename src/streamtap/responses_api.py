@@ -102,7 +102,10 @@ class ResponsesInterpreter:
             return _COMMENT
         if item.kind is not ItemKind.EVENT:
             return _MALFORMED
-        data = item.data
+        return self.feed_data(item.data, item.event)
+
+    def feed_data(self, data: str, event: str | None = None) -> Interpretation:
+        """An event: its data, and its `event:` field (None when it has none)."""
         if data.startswith("[DONE]"):  # OpenRouter's end marker, after `response.completed`
             self.saw_done = True
             return _DONE
@@ -111,14 +114,14 @@ class ResponsesInterpreter:
         except (ValueError, RecursionError):
             obj = None
         if not isinstance(obj, dict):
-            if item.event == "error":
+            if event == "error":
                 self._set_error(data or "error event")
                 return _ERROR
             return _MALFORMED
         kind = obj.get("type")
         if not isinstance(kind, str):
-            kind = item.event or ""
-        if kind == "error" or item.event == "error" or obj.get("error"):
+            kind = event or ""
+        if kind == "error" or event == "error" or obj.get("error"):
             self._set_error(_error_event_text(obj))
             return _ERROR
         return self.feed_event(kind, obj)

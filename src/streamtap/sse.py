@@ -56,36 +56,33 @@ class SSEDecoder:
         self._fields = False  # field lines seen since the last dispatch: an event is being built
         self._started = False  # the BOM check has been made
 
-    def feed(self, chunk: bytes) -> list[SSEItem]:
-        if not chunk:
-            return []
-        buf = self._buf
+    def lone_data(self, chunk: bytes) -> str | None:
+        """The data of `chunk` if it is exactly one `data:` line and its blank line, with nothing pending: how
+        most reads of a stream arrive. Then `feed(chunk)` would return one event with that data, no `event:`
+        field and the current last event ID, and change nothing else, so a caller may take this instead.
+        None otherwise (and nothing happened: `feed` it)."""
         if (
             chunk[-2:] == b"\n\n"
             and chunk.startswith(b"data:")
-            and not buf
+            and not self._buf
             and not self._fields
             and not self._raw
             and self._started
             and chunk.count(b"\n") == 2
             and _CR not in chunk  # an int: `bytes in bytes` first tries the needle as an int, and fails
         ):
-            # A read that is exactly one `data:` line and its blank line, with nothing pending: how most
-            # chunks of a stream arrive. The same item the line-by-line path below would return.
             value = chunk[6:-2] if chunk[5:6] == b" " else chunk[5:-2]
-            return [
-                _new(
-                    SSEItem,
-                    (
-                        ItemKind.EVENT,
-                        chunk if type(chunk) is bytes else bytes(chunk),
-                        value.decode("utf-8", "replace"),
-                        None,
-                        self._last_id,
-                        None,
-                    ),
-                )
-            ]
+            return value.decode("utf-8", "replace")
+        return None
+
+    def feed(self, chunk: bytes) -> list[SSEItem]:
+        if not chunk:
+            return []
+        data = self.lone_data(chunk)
+        if data is not None:
+            raw = chunk if type(chunk) is bytes else bytes(chunk)
+            return [_new(SSEItem, (ItemKind.EVENT, raw, data, None, self._last_id, None))]
+        buf = self._buf
         buf += chunk
         if not self._started:
             # "One leading U+FEFF BYTE ORDER MARK character must be ignored if any are present."

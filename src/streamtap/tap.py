@@ -13,6 +13,7 @@ from .chat import error_text
 from .decoding import Decoder, make_decoder
 from .interpreters import Interpreter, api_name, interpreter_for
 from .records import EventRecord, Outcome, StreamRecord, StreamStart
+from .semantics import Interpretation
 from .sse import ItemKind, SSEDecoder, SSEItem
 
 MAX_STORED_BODY = 1 << 20  # non-streamed bodies (completions, error bodies) are stored up to 1 MiB
@@ -106,10 +107,17 @@ class StreamTap:
         self.last_byte = now
         assert self._decoder is not None, "response_headers() first"
         data = self._decoder.feed(chunk)
-        if self._sse is None:
+        sse = self._sse
+        if sse is None:
             self._keep_body(data)
         elif data:
-            self._items(self._sse.feed(data), now)
+            text = sse.lone_data(data)
+            if text is None:
+                self._items(sse.feed(data), now)
+            else:  # one whole unnamed event, as most reads are: no SSE item made for it
+                last = self._last_t
+                gap = None if last is None else (now - last) * 1000.0
+                self._event(self.chat.feed_data(text), text, data, None, now, gap)
 
     def end_of_body(self, now: float) -> None:
         """The body ended cleanly (or was cut: `finish` tells). Flushes every stage."""
@@ -151,7 +159,6 @@ class StreamTap:
         feed = self.chat.feed
         # Every item of one read arrived at `now`: the first one's gap is since the previous read, the
         # others' is 0.
-        t_ms = _ms(now, self.t0)
         gap = None if self._last_t is None else (now - self._last_t) * 1000.0
         for item in items:
             kind, raw, text, event = item[:4]  # SSEItem's first fields, unpacked once
@@ -163,15 +170,28 @@ class StreamTap:
                     events[-1] = last._replace(raw=last.raw + raw)
                     continue
                 data = None
-            meaning = feed(item)
-            self._last_t = now
-            tokens = meaning.tokens
-            if tokens and self.ttft is None:
-                self.ttft = now
-            if meaning.content and self.ttfc is None:
-                self.ttfc = now
-            events.append(_new(EventRecord, (len(events), t_ms, gap, meaning.kind, data, raw, event, tokens)))
+            self._event(feed(item), data, raw, event, now, gap)
             gap = 0.0
+
+    def _event(
+        self,
+        meaning: Interpretation,
+        data: str | None,
+        raw: bytes,
+        event: str | None,
+        now: float,
+        gap: float | None,
+    ) -> None:
+        """Records one event (or comment) that arrived at `now`, `gap` ms after the previous one."""
+        self._last_t = now
+        tokens = meaning.tokens
+        if tokens and self.ttft is None:
+            self.ttft = now
+        if meaning.content and self.ttfc is None:
+            self.ttfc = now
+        events = self._events
+        t_ms = (now - self.t0) * 1000.0
+        events.append(_new(EventRecord, (len(events), t_ms, gap, meaning.kind, data, raw, event, tokens)))
 
     # -- the end -------------------------------------------------------------------------------------
     def finish(
