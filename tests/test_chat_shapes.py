@@ -81,7 +81,7 @@ def test_plain_text_chunks_are_read_by_their_shape(name: str, at_most: int) -> N
 
 
 def item(data: str, event: str | None = None) -> SSEItem:
-    return SSEItem(ItemKind.EVENT, b"data: " + data.encode() + b"\n\n", data, event)
+    return SSEItem(ItemKind.EVENT, b"data: " + data.encode("utf-8", "surrogatepass") + b"\n\n", data, event)
 
 
 HEAD = '{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":'
@@ -128,6 +128,7 @@ def test_a_learned_shape_reads_the_next_chunks() -> None:
         HEAD + '{"content":"x","content":"y"}' + TAIL,  # a repeated key: the last one counts
         HEAD + '{"content":"x"},"finish_reason":"stop"' + TAIL,
         content_chunk("\u2028 \u00ad \u200d 😀 é"),  # not printable, still literal
+        content_chunk("x").replace('"x"', '"a\ud800b"'),  # a lone surrogate: parsing refuses it
     ],
 )
 def test_a_chunk_unlike_the_learned_one_is_parsed(data: str) -> None:

@@ -57,8 +57,10 @@ class _ChoiceAcc:
         )
 
 
-# What a JSON string literal cannot hold unescaped: the quote, the backslash and the control characters.
-_NOT_LITERAL = re.compile(r'["\\\x00-\x1f]')
+# What a JSON string literal cannot hold unescaped: the quote, the backslash and the control characters;
+# and what `semantics.loads` refuses to encode, a lone surrogate (only a direct caller can pass one: the SSE
+# decoder replaces what is not UTF-8).
+_NOT_LITERAL = re.compile(r'["\\\x00-\x1f\ud800-\udfff]')
 _OBFUSCATION_AT = ',"obfuscation":"'
 # A delta's text fields, and the interpretation of a chunk adding to one of them alone
 _TEXT_FIELDS = {"content": _CONTENT, "reasoning_content": _TOKENS, "reasoning": _TOKENS, "refusal": _TOKENS}
