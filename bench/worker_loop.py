@@ -6,7 +6,8 @@ frames of 5,000 as the channel does, and times `Worker.pipeline.handle` over the
 real recorder writing to a fresh SQLite file. Prints CPU µs per event (all threads of this process) for the
 whole worker, without the event rows (`--no-keep-events`: one row per stream, none per event), without the
 metrics, and without recording or metrics (unpickling, SSE, interpretation). Run
-it with PYTHONPATH=SRC to measure another source tree; the figures move ±5% between runs.
+it with PYTHONPATH=SRC to measure another source tree; the figures move ±5% between runs (±15% on a noisy
+machine: alternate the trees and take minima).
 """
 
 from __future__ import annotations

@@ -115,9 +115,7 @@ class StreamTap:
             if text is None:
                 self._items(sse.feed(data), now)
             else:  # one whole unnamed event, as most reads are: no SSE item made for it
-                last = self._last_t
-                gap = None if last is None else (now - last) * 1000.0
-                self._event(self.chat.feed_data(text), text, data, None, now, gap)
+                self._event(self.chat.feed_data(text), text, data, None, now)
 
     def end_of_body(self, now: float) -> None:
         """The body ended cleanly (or was cut: `finish` tells). Flushes every stage."""
@@ -157,9 +155,6 @@ class StreamTap:
             return
         events = self._events
         feed = self.chat.feed
-        # Every item of one read arrived at `now`: the first one's gap is since the previous read, the
-        # others' is 0.
-        gap = None if self._last_t is None else (now - self._last_t) * 1000.0
         for item in items:
             kind, raw, text, event = item[:4]  # SSEItem's first fields, unpacked once
             data: str | None = text
@@ -170,8 +165,7 @@ class StreamTap:
                     events[-1] = last._replace(raw=last.raw + raw)
                     continue
                 data = None
-            self._event(feed(item), data, raw, event, now, gap)
-            gap = 0.0
+            self._event(feed(item), data, raw, event, now)
 
     def _event(
         self,
@@ -180,9 +174,11 @@ class StreamTap:
         raw: bytes,
         event: str | None,
         now: float,
-        gap: float | None,
     ) -> None:
-        """Records one event (or comment) that arrived at `now`, `gap` ms after the previous one."""
+        """Records one event (or comment) that arrived at `now`. Every item of one read arrived then: the
+        first one's gap is since the previous read, the others' is 0 (now - now)."""
+        last = self._last_t
+        gap = None if last is None else (now - last) * 1000.0
         self._last_t = now
         tokens = meaning.tokens
         if tokens and self.ttft is None:
