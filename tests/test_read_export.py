@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -169,6 +170,53 @@ class TestStats:
         assert got["outcomes"] == {"completed": 10, "truncated": 1, "http_error": 1}
         assert everything["count"] == 13
         assert everything["by_model"]["a"]["ttft_ms"]["p99"] == 1000.0
+
+    @pytest.mark.parametrize("seed", range(4))
+    def test_matches_nearest_rank_in_python(
+        self, engine: sa.Engine, make_record: MakeRecord, seed: int
+    ) -> None:
+        """Random records over a few models (ties, missing values, a model with one sample): every overall
+        and per-model percentile equals the sample at rank ceil(p/100 * n), computed here in Python."""
+        rng = random.Random(seed)
+        models = ["m1", "m2", "m3", "m4"][: rng.randint(1, 4)]
+        recs = []
+        for _ in range(rng.randint(5, 60)):
+            times = [0.0]
+            for _ in range(rng.randint(0, 6)):
+                times.append(times[-1] + rng.choice([1.0, 2.5, float(rng.randint(1, 400))]))
+            recs.append(
+                make_record(
+                    request_model=rng.choice(models),
+                    ttft_ms=rng.choice([None, 7.0, float(rng.randint(1, 1000))]),
+                    duration_ms=rng.choice([None, float(rng.randint(1, 10_000))]),
+                    events=_token_events(times),
+                )
+            )
+        _store(engine, recs)
+        with Session(engine) as s:
+            got = stats(s)
+
+        def nearest_rank(values: list[float]) -> dict[str, float | None]:
+            ordered = sorted(values)
+            return {
+                f"p{p}": ordered[-(-p * len(ordered) // 100) - 1] if ordered else None for p in (50, 90, 99)
+            }
+
+        def samples(rs: list[StreamRecord]) -> dict[str, list[float]]:
+            return {
+                "ttft_ms": [r.ttft_ms for r in rs if r.ttft_ms is not None],
+                "gap_ms": [g for r in rs for g in r.gaps_ms],
+                "duration_ms": [r.duration_ms for r in rs if r.duration_ms is not None],
+            }
+
+        for metric, values in samples(recs).items():
+            assert got[metric] == nearest_rank(values), metric
+        assert set(got["by_model"]) == {r.request_model for r in recs}
+        for name, entry in got["by_model"].items():
+            mine = [r for r in recs if r.request_model == name]
+            assert entry["count"] == len(mine)
+            for metric, values in samples(mine).items():
+                assert entry[metric] == nearest_rank(values), (name, metric)
 
     def test_empty_database(self, engine: sa.Engine) -> None:
         with Session(engine) as s:

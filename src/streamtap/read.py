@@ -112,8 +112,8 @@ def stats(session: Session, *, since: datetime | None = None) -> dict[str, Any]:
     }
     out: dict[str, Any] = {"count": sum(m["count"] for m in by_model.values())}
     for metric, source in sources.items():
-        out[metric] = _percentiles(session, source, by_model=False).get(None, _empty())
-        per_model = _percentiles(session, source, by_model=True)
+        overall, per_model = _percentiles(session, source)
+        out[metric] = overall
         for name, entry in by_model.items():
             entry[metric] = per_model.get(name, _empty())
     out["by_model"] = by_model
@@ -133,32 +133,42 @@ def _empty() -> dict[str, float | None]:
 
 
 def _percentiles(
-    session: Session, source: sa.Subquery, *, by_model: bool
-) -> dict[str | None, dict[str, Any]]:
-    """Nearest-rank percentiles of `source.v`, per `source.model` or overall (key None)."""
-    partition = source.c.model if by_model else None
+    session: Session, source: sa.Subquery
+) -> tuple[dict[str, float | None], dict[str, dict[str, float | None]]]:
+    """Nearest-rank percentiles of `source.v`, overall and per `source.model`, from one pass over `source`
+    (for the gaps, reading every pack's JSON is most of the work): each sample is ranked twice."""
+    v, model = source.c.v, source.c.model
     ranked = (
         sa.select(
-            source.c.model if by_model else sa.null().label("model"),
-            source.c.v,
-            sa.func.row_number().over(partition_by=partition, order_by=source.c.v).label("rn"),
-            sa.func.count().over(partition_by=partition).label("n"),
+            model,
+            v,
+            sa.func.row_number().over(order_by=v).label("rn"),
+            sa.func.count().over().label("n"),
+            sa.func.row_number().over(partition_by=model, order_by=v).label("mrn"),
+            sa.func.count().over(partition_by=model).label("mn"),
         )
-        .where(source.c.v.is_not(None))
+        .where(v.is_not(None))
         .subquery()
     )
+    r = ranked.c
     # ceil(p * n / 100) in integer arithmetic, which both databases do exactly.
-    ranks = [(p * ranked.c.n + 99) // 100 for p in PERCENTILES]
     rows = session.execute(
-        sa.select(ranked.c.model, ranked.c.rn, ranked.c.n, ranked.c.v).where(ranked.c.rn.in_(ranks))
+        sa.select(r.model, r.rn, r.n, r.mrn, r.mn, r.v).where(
+            sa.or_(
+                r.rn.in_([(p * r.n + 99) // 100 for p in PERCENTILES]),
+                r.mrn.in_([(p * r.mn + 99) // 100 for p in PERCENTILES]),
+            )
+        )
     )
-    out: dict[str | None, dict[str, Any]] = {}
-    for key, rn, n, v in rows:
-        entry = out.setdefault(key, _empty())
+    overall = _empty()
+    per_model: dict[str, dict[str, float | None]] = {}
+    for name, rn, n, mrn, mn, value in rows:
         for p in PERCENTILES:
             if rn == (p * n + 99) // 100:
-                entry[f"p{p}"] = float(v)
-    return out
+                overall[f"p{p}"] = float(value)
+            if mrn == (p * mn + 99) // 100:
+                per_model.setdefault(name, _empty())[f"p{p}"] = float(value)
+    return overall, per_model
 
 
 def _aware(value: datetime) -> datetime:
