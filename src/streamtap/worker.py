@@ -19,6 +19,7 @@ import gc
 import logging
 import os
 import pickle
+import resource
 import signal
 import struct
 import sys
@@ -118,10 +119,11 @@ class Priority:
     thread that wakes preempts it at once, so recording never delays a stream. When the worker falls more
     than `RAISE_LAG` seconds behind what the proxy observed (the CPU is full), it returns to normal
     priority until it has caught up (below `LOWER_LAG`): forwarding then shares the CPU with recording,
-    instead of recording falling ever further behind. Leaving SCHED_IDLE needs CAP_SYS_NICE (root) or a
-    raised RLIMIT_NICE; without it the worker stays idle (and may fall behind under sustained full load).
-    A number instead of `idle`: a fixed `nice` increment. Where the worker has a core to itself, none of
-    this changes anything.
+    instead of recording falling ever further behind. Leaving SCHED_IDLE needs CAP_SYS_NICE (root outside a
+    container) or an RLIMIT_NICE of at least 20; `lower()` checks first and says at start-up when the worker
+    could not leave it: recording then falls behind while every CPU is busy, and drops once the proxy holds
+    `max_pending` observations. A number instead of `idle`: a fixed `nice` increment. Where the worker has
+    a core to itself, none of this changes anything.
     """
 
     RAISE_LAG = 0.5
@@ -130,10 +132,18 @@ class Priority:
     def __init__(self, policy: str | int) -> None:
         self.policy = policy
         self.raised = False
-        self._can_raise = policy == "idle"
+        self._may_raise = True  # until lower() finds otherwise, or raising fails
+        self._warned = False
 
     def lower(self) -> None:
         if self.policy == "idle":
+            self._may_raise = can_leave_idle()
+            if not self._may_raise:
+                log.info(
+                    "streamtap: the worker runs at idle CPU priority and may not leave it (%s); while every "
+                    "CPU is busy, recording waits",
+                    _HOW_TO_RAISE,
+                )
             self._set(os.SCHED_IDLE)
         else:
             with contextlib.suppress(OSError, ValueError):
@@ -142,18 +152,19 @@ class Priority:
 
     def follow(self, lag: float) -> None:
         """Called with how far behind the proxy the worker is, in seconds."""
-        if not self._can_raise:
+        if self.policy != "idle":
             return
         if not self.raised and lag > self.RAISE_LAG:
-            if self._set(os.SCHED_OTHER):
+            if self._may_raise and self._set(os.SCHED_OTHER):
                 self.raised = True
                 log.info("streamtap: recording is %.1f s behind; the worker runs at normal priority", lag)
-            else:
-                self._can_raise = False
+            elif not self._warned:
+                self._may_raise = False
+                self._warned = True
                 log.warning(
-                    "streamtap: recording is %.1f s behind and the worker may not raise its priority "
-                    "(needs CAP_SYS_NICE); it stays idle-only",
+                    "streamtap: recording is %.1f s behind and the worker may not raise its priority (%s)",
                     lag,
+                    _HOW_TO_RAISE,
                 )
         elif self.raised and lag < self.LOWER_LAG:
             self._set(os.SCHED_IDLE)
@@ -166,9 +177,37 @@ class Priority:
         for tid in _threads():
             try:
                 os.sched_setscheduler(tid, policy, os.sched_param(0))
+            except ProcessLookupError:
+                pass  # a thread that just ended
             except OSError:
-                ok = False  # a thread that just ended, or not permitted
+                ok = False  # not permitted
         return ok
+
+
+_HOW_TO_RAISE = (
+    "it needs CAP_SYS_NICE, e.g. docker run --cap-add SYS_NICE; or STREAMTAP_WORKER_PRIORITY=10 "
+    "for a fixed nice instead"
+)
+CAP_SYS_NICE = 23
+
+
+def can_leave_idle() -> bool:
+    """Whether this process may return its threads from SCHED_IDLE to normal priority: Linux lets it with
+    CAP_SYS_NICE, or when RLIMIT_NICE permits its nice value (20 - nice, i.e. 20 for nice 0)."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+        if soft == resource.RLIM_INFINITY or soft >= 20 - os.getpriority(os.PRIO_PROCESS, 0):
+            return True
+    except (AttributeError, OSError, ValueError):
+        pass
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_NICE & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
 
 
 def _threads() -> list[int]:

@@ -1,0 +1,84 @@
+"""The worker's CPU priority (`streamtap.worker.Priority`), in a child process of its own: idle while it keeps
+up, normal while it is behind, and, without the right to leave idle, saying so instead of failing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SCHED_IDLE is Linux's")
+
+# Runs Priority("idle") through lower(), follow(behind), follow(behind) again, follow(caught up), with a
+# second thread alive; prints each step's policy of every thread, and what was logged.
+SCRIPT = textwrap.dedent(
+    """
+    import json, logging, os, threading
+    from streamtap.worker import Priority, can_leave_idle
+
+    lines = []
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append((record.levelname, record.getMessage()))
+    logging.getLogger("streamtap").addHandler(Keep())
+    logging.getLogger("streamtap").setLevel(logging.INFO)
+
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+
+    def policies():
+        return sorted({os.sched_getscheduler(int(t)) for t in os.listdir("/proc/self/task")})
+
+    p = Priority("idle")
+    steps = {"can_leave_idle": can_leave_idle()}
+    p.lower()
+    steps["lowered"] = policies()
+    p.follow(1.0)
+    steps["behind"] = policies()
+    steps["raised"] = p.raised
+    p.follow(2.0)
+    p.follow(0.01)
+    steps["caught_up"] = policies()
+    stop.set()
+    helper.join()
+    steps["log"] = lines
+    print(json.dumps(steps))
+    """
+)
+
+
+def _run(prefix: list[str]) -> dict:
+    out = subprocess.run(
+        [*prefix, sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def test_idle_while_keeping_up_normal_while_behind() -> None:
+    got = _run([])
+    if not got["can_leave_idle"]:
+        pytest.skip("this process may not leave SCHED_IDLE (no CAP_SYS_NICE)")
+    assert got["lowered"] == [os.SCHED_IDLE]  # every thread, not only the one that asked
+    assert got["behind"] == [os.SCHED_OTHER]
+    assert got["raised"] is True
+    assert got["caught_up"] == [os.SCHED_IDLE]
+    assert [level for level, _ in got["log"]] == ["INFO", "INFO"]  # raised, then idle again
+
+
+def test_without_cap_sys_nice_it_says_so_once_and_stays_idle() -> None:
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        pytest.skip("needs root and util-linux's setpriv to run a child without CAP_SYS_NICE")
+    got = _run([setpriv, "--bounding-set=-sys_nice", "--inh-caps=-sys_nice"])
+    assert got["can_leave_idle"] is False
+    assert got["lowered"] == got["behind"] == got["caught_up"] == [os.SCHED_IDLE]
+    assert got["raised"] is False
+    (start_level, start), (level, behind) = got["log"]  # behind twice: one warning
+    assert start_level == "INFO" and "may not leave it" in start and "CAP_SYS_NICE" in start
+    assert level == "WARNING" and "1.0 s behind" in behind and "--cap-add SYS_NICE" in behind
