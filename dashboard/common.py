@@ -95,6 +95,12 @@ def has_streams(url: str) -> bool:
 
 
 @st.cache_data(ttl=60, show_spinner=False)
+def default_window(url: str) -> str:
+    with Session(engine(url)) as session:
+        return ov.default_window(session)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
 def filter_options(url: str) -> ov.FilterOptions:
     with Session(engine(url)) as session:
         return ov.filter_options(session)
@@ -153,10 +159,20 @@ def now() -> datetime:
 
 def sidebar(url: str) -> None:
     """The filters every view applies; their values live in st.session_state (see `filters()`)."""
+    state = st.session_state
     with database_errors():
         options = filter_options(url)
+        if "window_default" not in state:  # chosen once per visit, from what is recorded
+            state["window_default"] = default_window(url)
     bar = st.sidebar
-    bar.selectbox("Time window", list(ov.WINDOWS), index=3, format_func=WINDOW_LABELS.get, key="window")
+    windows = list(ov.WINDOWS)
+    bar.selectbox(
+        "Time window",
+        windows,
+        index=windows.index(state["window_default"]),
+        format_func=WINDOW_LABELS.get,
+        key="window",
+    )
     bar.multiselect("Model", options.models, key="models", placeholder="All models")
     bar.multiselect("Upstream host", options.hosts, key="hosts", placeholder="All hosts")
     bar.multiselect("Outcome", options.outcomes, key="outcomes", placeholder="All outcomes")
@@ -169,7 +185,7 @@ def sidebar(url: str) -> None:
 def filters() -> ov.Filters:
     state = st.session_state
     return ov.Filters.for_window(
-        state.get("window") or "24h",
+        state.get("window") or state.get("window_default") or "24h",
         now=now(),
         models=tuple(state.get("models") or ()),
         hosts=tuple(state.get("hosts") or ()),

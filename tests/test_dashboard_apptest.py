@@ -129,6 +129,8 @@ class TestOverview:
     def test_numbers(self, seeded: str, monkeypatch: pytest.MonkeyPatch) -> None:
         at = app(seeded, monkeypatch)
         assert not at.error
+        # the oldest stream of the last day is 2 hours old: the page opens on the last 6 hours
+        assert at.selectbox(key="window").value == "6h"
         assert metric(at, "Streams") == "301"
         for label in ("TTFT p50", "TTFT p95", "TTFT p99", "Inter-chunk gap p50", "Inter-chunk gap p99"):
             assert metric(at, label).endswith(" ms")

@@ -282,6 +282,28 @@ class TestOverview:
         assert opts.api_keys == (KEY_A, KEY_B)
 
 
+@pytest.mark.parametrize(
+    ("ages", "window"),
+    [
+        ([], "all"),  # nothing recorded
+        ([timedelta(minutes=5)], "15m"),
+        ([timedelta(minutes=1), timedelta(minutes=15)], "15m"),  # the window's own edge is inside
+        ([timedelta(minutes=1), timedelta(minutes=16)], "1h"),
+        ([timedelta(hours=2)], "6h"),
+        ([timedelta(minutes=5), timedelta(hours=10)], "24h"),
+        ([timedelta(minutes=5), timedelta(days=3)], "15m"),  # older streams are not the last day's
+        ([timedelta(days=3)], "all"),  # an old or imported store: the whole of it, not an empty day
+        ([timedelta(minutes=-2)], "15m"),  # a clock a little ahead of ours
+    ],
+)
+def test_default_window_fits_the_last_day(
+    engine: sa.Engine, make_record: Callable[..., StreamRecord], ages: list[timedelta], window: str
+) -> None:
+    write(engine, [make_record(started_at=NOW - age) for age in ages])
+    with Session(engine) as session:
+        assert ov.default_window(session, now=NOW) == window
+
+
 def test_gaps_are_token_to_token(
     engine: sa.Engine, session: Session, make_record: Callable[..., StreamRecord]
 ) -> None:

@@ -196,6 +196,20 @@ def filter_options(session: Session) -> FilterOptions:
     )
 
 
+def default_window(session: Session, *, now: datetime | None = None) -> str:
+    """The window the dashboard opens with: the smallest of the last 15 minutes, hour, 6 or 24 hours that
+    holds every stream of the last 24 hours (a store that started recording minutes ago fills the page instead
+    of a sliver of a day), or "all" when none is that recent (an older or imported store)."""
+    end = now or datetime.now(UTC)
+    first = session.scalar(
+        sa.select(sa.func.min(Stream.started_at)).where(Stream.started_at >= end - timedelta(hours=24))
+    )
+    if first is None:
+        return "all"
+    age = end - _aware(first)
+    return next((name for name in ("15m", "1h", "6h") if age <= WINDOWS[name]), "24h")
+
+
 def has_streams(session: Session) -> bool:
     """Whether anything at all is recorded (ignoring filters)."""
     return session.execute(sa.select(Stream.id).limit(1)).first() is not None
