@@ -207,7 +207,7 @@ def default_window(session: Session, *, now: datetime | None = None) -> str:
     if first is None:
         return "all"
     age = end - _aware(first)
-    return next((name for name in ("15m", "1h", "6h") if age <= WINDOWS[name]), "24h")
+    return next((name for name in ("15m", "1h", "6h") if age <= (WINDOWS[name] or age)), "24h")
 
 
 def has_streams(session: Session) -> bool:
