@@ -16,7 +16,6 @@ import json
 import logging
 import secrets
 import signal
-import socket
 import threading
 import time
 import zlib
@@ -27,13 +26,13 @@ import h11
 
 from streamtap import mock_text
 from streamtap.errors import ConfigError
+from streamtap.h11server import H11Server, read_request, sleep_until, watch
 from streamtap.mock_chat import MODELS, Reply, Stream, error_reply, plan_chat
 from streamtap.mock_controls import PROFILES
 
 log = logging.getLogger(__name__)
 
 LOG_LIMIT = 10_000
-MAX_BODY = 64 * 1024 * 1024
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 _JSON = (("content-type", "application/json"),)
 
@@ -79,13 +78,7 @@ class _Exchange:
     status: int = 0
 
 
-async def _sleep_until(deadline: float) -> float:
-    while (now := time.monotonic()) < deadline:
-        await asyncio.sleep(deadline - now)
-    return now
-
-
-class MockUpstream:
+class MockUpstream(H11Server):
     """An OpenAI-compatible chat-completions server with realistic, seeded streaming and faults on demand.
 
     `start()` serves from a daemon thread with its own event loop (for tests and the demo); use
@@ -98,7 +91,8 @@ class MockUpstream:
     ) -> None:
         if profile not in PROFILES:
             raise ConfigError(f"unknown profile {profile!r} (choose from {', '.join(PROFILES)})")
-        self.host, self.port, self.profile, self.seed = host, port, profile, seed
+        super().__init__(host, port)
+        self.profile, self.seed = profile, seed
         self.log: dict[str, SentLog] = {}
         self._changed = threading.Condition()
         self._ready = threading.Event()
@@ -106,7 +100,6 @@ class MockUpstream:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
 
     @property
     def url(self) -> str:
@@ -154,31 +147,15 @@ class MockUpstream:
 
     async def serve_forever(self) -> None:
         """Listen on `host:port` and serve until cancelled. Raises ConfigError if it cannot listen."""
-        await self._serve(await self._listen())
-
-    async def _listen(self) -> asyncio.Server:
         try:
-            server = await asyncio.start_server(self._on_connection, self.host, self.port)
-        except OSError as e:
-            self._error = ConfigError(f"cannot listen on {self.host}:{self.port}: {e.strerror or e}")
-            self._ready.set()
-            raise self._error from e
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        log.info("mock upstream listening on %s (profile %s)", self.url, self.profile)
-        return server
-
-    async def _serve(self, server: asyncio.Server) -> None:
-        try:
-            # not server.serve_forever(): once cancelled it waits for open connections (keep-alive ones
-            # too) to close before returning, and they only close below
-            await asyncio.get_running_loop().create_future()
+            server = await self.listen()
+        except ConfigError as e:
+            self._error = e
+            raise
         finally:
-            server.close()
-            for task in list(self._handlers):
-                task.cancel()
-            await asyncio.gather(*self._handlers, return_exceptions=True)
-            await server.wait_closed()
+            self._ready.set()  # start() waits for listening, or for the reason it failed
+        log.info("mock upstream listening on %s (profile %s)", self.url, self.profile)
+        await self.serve(server)
 
     def wait_finished(self, completion_id: str, timeout: float = 10.0) -> SentLog:
         """The log entry of a completion once the server is done with it (the client may see the end of
@@ -198,63 +175,12 @@ class MockUpstream:
             self.log[entry.completion_id] = entry
 
     # -- one connection -----------------------------------------------------------------------------
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        sock = writer.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # drain() then waits until every byte is in the kernel, so a send time means "on the wire"
-        writer.transport.set_write_buffer_limits(high=0)
-        conn = h11.Connection(h11.SERVER)
-        clean = False
-        try:
-            while await self._one_exchange(conn, reader, writer):
-                conn.start_next_cycle()
-            clean = True
-        except (ConnectionError, h11.LocalProtocolError) as e:
-            log.debug("connection ended: %r", e)
-        except asyncio.CancelledError:
-            # the server is stopping. Ending normally instead of cancelled: asyncio before 3.12.2 calls
-            # task.exception() on this task when it ends, which raises (and logs) for a cancelled task
-            pass
-        finally:
-            self._handlers.discard(task)
-            if clean:
-                writer.close()
-            else:
-                writer.transport.abort()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    async def _read_request(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> tuple[h11.Request, bytes] | None:
-        request, body = None, bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                if conn.they_are_waiting_for_100_continue:
-                    writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
-                conn.receive_data(await reader.read(65536))
-            elif isinstance(event, h11.Request):
-                request = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_BODY:
-                    raise h11.RemoteProtocolError("request body too large", error_status_hint=413)
-            elif isinstance(event, h11.EndOfMessage) and request is not None:
-                return request, bytes(body)
-            else:  # ConnectionClosed: the client is done with this connection
-                return None
-
     async def _one_exchange(
         self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         """Read one request and answer it. False when the connection must close."""
         try:
-            got = await self._read_request(conn, reader, writer)
+            got = await read_request(conn, reader, writer)
         except h11.RemoteProtocolError as e:
             reply = error_reply(e.error_status_hint, f"Bad request: {e}", "invalid_request_error")
             await self._send_reply(_Exchange(conn, writer, None), reply, time.monotonic())
@@ -277,14 +203,14 @@ class MockUpstream:
             respond = asyncio.create_task(self._send_stream(ex, plan, received))
         else:
             respond = asyncio.create_task(self._send_reply(ex, plan, received))
-        watch = asyncio.create_task(self._watch(conn, reader))
+        watching = asyncio.create_task(watch(conn, reader))
         try:
-            await asyncio.wait({respond, watch}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({respond, watching}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            client_left = watch.done()
-            for task in (respond, watch):
+            client_left = watching.done()
+            for task in (respond, watching):
                 task.cancel()
-            outcome = (await asyncio.gather(respond, watch, return_exceptions=True))[0]
+            outcome = (await asyncio.gather(respond, watching, return_exceptions=True))[0]
             ex.client_gone = isinstance(outcome, ConnectionError) or (client_left and outcome is not None)
             if isinstance(outcome, Exception) and not isinstance(outcome, ConnectionError):
                 log.error("mock upstream failed on %s %s", method, path, exc_info=outcome)
@@ -311,11 +237,6 @@ class MockUpstream:
             return Reply(200, b'{"status":"ok"}', _JSON)
         message = f"Unknown request URL: {method} {path}. Please check the URL for typos."
         return error_reply(404, message, "invalid_request_error", "unknown_url")
-
-    async def _watch(self, conn: h11.Connection, reader: asyncio.StreamReader) -> None:
-        """Return when the client hangs up; keeps what it sends meanwhile (a pipelined request)."""
-        while data := await reader.read(65536):
-            conn.receive_data(data)
 
     def _finish(self, ex: _Exchange, method: str, path: str) -> None:
         entry = ex.entry
@@ -357,7 +278,7 @@ class MockUpstream:
         return now
 
     async def _send_reply(self, ex: _Exchange, reply: Reply, received: float) -> None:
-        await _sleep_until(received + reply.delay)
+        await sleep_until(received + reply.delay)
         if reply.abort:
             ex.writer.transport.abort()
             ex.closed = True
@@ -377,7 +298,7 @@ class MockUpstream:
         last = time.monotonic()
         for index, step in enumerate(stream.steps):
             if step.delay > 0:
-                last = await _sleep_until((received if step.from_request else last) + step.delay)
+                last = await sleep_until((received if step.from_request else last) + step.delay)
             elif not pending:
                 await asyncio.sleep(0)  # zero-delay profiles must not starve the other connections
             payload = step.payload
@@ -409,9 +330,9 @@ async def _run(upstream: MockUpstream) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    server = await upstream._listen()
+    server = await upstream.listen()
     print(f"mock upstream listening on {upstream.url} (profile {upstream.profile})", flush=True)
-    serving = asyncio.create_task(upstream._serve(server))
+    serving = asyncio.create_task(upstream.serve(server))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
     for task in (serving, stopping):

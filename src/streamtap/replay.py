@@ -11,13 +11,11 @@ upstream was when the client left. HTTP/1.1 on asyncio + h11, like the simulated
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http
 import itertools
 import json
 import logging
 import signal
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from sqlalchemy.orm import Session
 from . import read
 from .db.models import Stream
 from .errors import ConfigError, NotFoundError
+from .h11server import H11Server, read_request, sleep_until, watch, write
 from .records import Outcome, StreamRecord
 from .replay_select import Chooser, json_object, parse_selection, resolve_ids
 
@@ -38,7 +37,6 @@ log = logging.getLogger("streamtap.replay")
 REPLAY_ID_HEADER = "x-streamtap-replay-id"
 REPLAY_OF_HEADER = "x-streamtap-replay-of"
 LLM_PATHS = ("/chat/completions", "/completions", "/responses", "/messages", "/complete")
-MAX_BODY = 64 * 1024 * 1024
 
 
 # -- what to send, and when -----------------------------------------------------------------------------
@@ -107,67 +105,21 @@ def error_body(status: int, message: str, code: str) -> bytes:
 
 
 # -- the server -----------------------------------------------------------------------------------------
-class ReplayServer:
+class ReplayServer(H11Server):
     """Answers LLM API requests with recordings chosen by a `Chooser`, on the recorded schedule."""
 
     def __init__(
         self, chooser: Chooser, *, speed: float = 1.0, host: str = "127.0.0.1", port: int = 8090
     ) -> None:
-        self.chooser, self.speed, self.host, self.port = chooser, speed, host, port
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    async def listen(self) -> asyncio.Server:
-        try:
-            server = await asyncio.start_server(self._on_connection, self.host, self.port)
-        except OSError as e:
-            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {e.strerror or e}") from e
-        self.port = server.sockets[0].getsockname()[1]
-        return server
-
-    async def serve(self, server: asyncio.Server) -> None:
-        """Serve until cancelled, then drop open connections."""
-        try:
-            await asyncio.get_running_loop().create_future()
-        finally:
-            server.close()
-            for task in list(self._handlers):
-                task.cancel()
-            await asyncio.gather(*self._handlers, return_exceptions=True)
-            await server.wait_closed()
-
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        sock = writer.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        writer.transport.set_write_buffer_limits(high=0)  # a write is on the wire when drain() returns
-        conn = h11.Connection(h11.SERVER)
-        clean = False
-        try:
-            while await self._one_exchange(conn, reader, writer):
-                conn.start_next_cycle()
-            clean = True
-        except (ConnectionError, h11.ProtocolError) as e:
-            log.debug("connection ended: %r", e)
-        except asyncio.CancelledError:
-            pass  # the server is stopping
-        finally:
-            self._handlers.discard(task)
-            if clean:
-                writer.close()
-            else:
-                writer.transport.abort()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+        super().__init__(host, port)
+        self.chooser, self.speed = chooser, speed
 
     async def _one_exchange(
         self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         """Read one request and answer it. False when the connection must close."""
         try:
-            got = await _read_request(conn, reader, writer)
+            got = await read_request(conn, reader, writer)
         except h11.RemoteProtocolError as e:
             await self._send_error(conn, writer, 400, f"bad request: {e}", "bad_request")
             return False
@@ -176,14 +128,14 @@ class ReplayServer:
         received = time.monotonic()
         request, body = got
         respond = asyncio.create_task(self._respond(conn, writer, request, body, received))
-        watch = asyncio.create_task(_watch(conn, reader))
+        watching = asyncio.create_task(watch(conn, reader))
         try:
-            await asyncio.wait({respond, watch}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({respond, watching}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            client_left = watch.done()
-            for t in (respond, watch):
+            client_left = watching.done()
+            for t in (respond, watching):
                 t.cancel()
-            result = (await asyncio.gather(respond, watch, return_exceptions=True))[0]
+            result = (await asyncio.gather(respond, watching, return_exceptions=True))[0]
         if isinstance(result, Exception) and not isinstance(result, ConnectionError | asyncio.CancelledError):
             log.error("replay failed", exc_info=result)
             return False
@@ -223,7 +175,7 @@ class ReplayServer:
 
     async def _play(self, conn: h11.Connection, writer: asyncio.StreamWriter, plan: Plan, t0: float) -> bool:
         if plan.status is None:
-            await _sleep_until(t0 + plan.head_at)
+            await sleep_until(t0 + plan.head_at)
             if plan.end == "hold":
                 await asyncio.get_running_loop().create_future()  # until the client leaves
             writer.transport.abort()
@@ -231,21 +183,21 @@ class ReplayServer:
         headers = [("content-type", plan.content_type), (REPLAY_OF_HEADER, plan.record_id)]
         if plan.length is not None:
             headers.append(("content-length", str(plan.length)))
-        await _sleep_until(t0 + plan.head_at)
-        await _write(writer, conn.send(_response(plan.status, headers)))
+        await sleep_until(t0 + plan.head_at)
+        await write(writer, conn.send(_response(plan.status, headers)))
         base: float | None = None  # when the first write actually left: later ones keep their offsets from it
         first = plan.writes[0][0] if plan.writes else 0.0
         for offset, data in plan.writes:
             due = t0 + offset if base is None else base + (offset - first)
-            await _sleep_until(due)
-            sent = await _write(writer, conn.send(h11.Data(data=data)))
+            await sleep_until(due)
+            sent = await write(writer, conn.send(h11.Data(data=data)))
             base = sent if base is None else base
         if plan.end == "abort":  # no chunked terminator: the client sees the cut the recording saw
             writer.transport.abort()
             return False
         if plan.end == "hold":
             await asyncio.get_running_loop().create_future()  # until the client leaves
-        await _write(writer, conn.send(h11.EndOfMessage()))
+        await write(writer, conn.send(h11.EndOfMessage()))
         return True
 
     async def _send_error(
@@ -269,7 +221,7 @@ class ReplayServer:
     ) -> bool:
         headers = [("content-type", "application/json"), ("content-length", str(len(body))), *extra]
         data = conn.send(_response(status, headers)) + conn.send(h11.Data(data=body))
-        await _write(writer, data + conn.send(h11.EndOfMessage()))
+        await write(writer, data + conn.send(h11.EndOfMessage()))
         return True
 
 
@@ -279,45 +231,6 @@ def _response(status: int, headers: list[tuple[str, str]]) -> h11.Response:
     except ValueError:
         reason = b""
     return h11.Response(status_code=status, headers=[*headers, ("server", "streamtap-replay")], reason=reason)
-
-
-async def _read_request(
-    conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> tuple[h11.Request, bytes] | None:
-    request, body = None, bytearray()
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            if conn.they_are_waiting_for_100_continue:  # curl sends larger bodies only once told to
-                writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
-            conn.receive_data(await reader.read(65536))
-        elif isinstance(event, h11.Request):
-            request = event
-        elif isinstance(event, h11.Data):
-            body += event.data
-            if len(body) > MAX_BODY:
-                raise h11.RemoteProtocolError("request body too large", error_status_hint=413)
-        elif isinstance(event, h11.EndOfMessage) and request is not None:
-            return request, bytes(body)
-        else:  # ConnectionClosed
-            return None
-
-
-async def _watch(conn: h11.Connection, reader: asyncio.StreamReader) -> None:
-    """Return when the client hangs up."""
-    while data := await reader.read(65536):
-        conn.receive_data(data)
-
-
-async def _write(writer: asyncio.StreamWriter, data: bytes) -> float:
-    writer.write(data)
-    await writer.drain()
-    return time.monotonic()
-
-
-async def _sleep_until(deadline: float) -> None:
-    while (now := time.monotonic()) < deadline:
-        await asyncio.sleep(deadline - now)
 
 
 # -- the command ----------------------------------------------------------------------------------------
