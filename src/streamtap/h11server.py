@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import time
 
 import h11
@@ -24,17 +25,17 @@ class H11Server:
     """Accepts connections on `host:port` and runs `_one_exchange` on each until it returns False.
 
     `listen()` binds (`port` 0 picks one, and `port` then says which); `serve()` serves until cancelled,
-    then drops the connections still open.
+    then drops the connections still open. With `tls`, connections are HTTPS.
     """
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, *, tls: ssl.SSLContext | None = None) -> None:
+        self.host, self.port, self.tls = host, port, tls
         self._handlers: set[asyncio.Task[None]] = set()
 
     async def listen(self) -> asyncio.Server:
         """Raises ConfigError when it cannot listen (the port is taken, the address is not ours)."""
         try:
-            server = await asyncio.start_server(self._on_connection, self.host, self.port)
+            server = await asyncio.start_server(self._on_connection, self.host, self.port, ssl=self.tls)
         except OSError as e:
             raise ConfigError(f"cannot listen on {self.host}:{self.port}: {e.strerror or e}") from e
         self.port = server.sockets[0].getsockname()[1]
@@ -66,8 +67,10 @@ class H11Server:
         sock = writer.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # drain() then waits until every byte is in the kernel, so a send time means "on the wire"
-        writer.transport.set_write_buffer_limits(high=0)
+        # drain() then waits until every byte is in the kernel, so a send time means "on the wire". asyncio's
+        # TLS transport pauses at a buffer size >= high (the plain one at > high): 0 would pause it with
+        # nothing buffered, never to resume
+        writer.transport.set_write_buffer_limits(high=1 if self.tls else 0)
         conn = h11.Connection(h11.SERVER)
         clean = False
         try:

@@ -16,6 +16,7 @@ import json
 import logging
 import secrets
 import signal
+import ssl
 import threading
 import time
 import zlib
@@ -87,11 +88,17 @@ class MockUpstream(H11Server):
     """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, profile: str = "default", seed: int | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        profile: str = "default",
+        seed: int | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if profile not in PROFILES:
             raise ConfigError(f"unknown profile {profile!r} (choose from {', '.join(PROFILES)})")
-        super().__init__(host, port)
+        super().__init__(host, port, tls=tls)
         self.profile, self.seed = profile, seed
         self.log: dict[str, SentLog] = {}
         self._changed = threading.Condition()
@@ -104,7 +111,7 @@ class MockUpstream(H11Server):
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     # -- running ------------------------------------------------------------------------------------
     def start(self) -> Self:
