@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
+import os
+import shutil
 import ssl
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,3 +170,41 @@ def test_explicit_proxy_with_mitmproxy_ca(upstream: MockUpstream, upstream_cert:
         pytest.raises(openai.APIConnectionError),
     ):
         _stream(c, "untrusted")
+
+
+def test_http2_client_through_the_explicit_proxy(
+    upstream: MockUpstream, upstream_cert: Path, workdir: Path
+) -> None:
+    """curl speaking HTTP/2 to the proxy (mitmproxy speaks HTTP/1.1 to this upstream): the body the client
+    reads over HTTP/2 is the record's bytes, event for event."""
+    curl = shutil.which("curl")
+    if curl is None or "HTTP2" not in subprocess.run([curl, "-V"], capture_output=True, text=True).stdout:
+        pytest.skip("needs curl with HTTP/2")
+    db = f"sqlite:///{workdir / 'h2.db'}"
+    confdir = workdir / "mitmproxy-conf-h2"
+    extra = ["--set", f"confdir={confdir}", "--set", f"ssl_verify_upstream_trusted_ca={upstream_cert}"]
+    # the upstream speaks HTTP/1.1 only; connecting to it lazily lets mitmproxy offer the client HTTP/2
+    extra += ["--set", "connection_strategy=lazy"]
+    body = {"model": "mock-fast", "stream": True, "messages": [{"role": "user", "content": "over h2"}]}
+    received, headers = workdir / "h2-body.bin", workdir / "h2-headers.txt"
+    with ProxyProcess(db, workdir, mode="regular", extra=extra, metrics=False) as proxy:
+        done = subprocess.run(
+            [
+                curl, "-sS", "--http2", "-x", proxy.url, "--cacert", str(confdir / "mitmproxy-ca-cert.pem"),
+                "-H", "content-type: application/json", "-d", json.dumps(body),
+                "-o", str(received), "-D", str(headers), "-w", "%{http_version}",
+                upstream.url + "/v1/chat/completions",
+            ],
+            capture_output=True, text=True, timeout=60, env={"PATH": os.environ.get("PATH", "")},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "2"  # HTTP/2 between the client and the proxy
+        cid = next(
+            line.split(":", 1)[1].strip()
+            for line in headers.read_text().splitlines()
+            if line.lower().startswith("x-mock-completion-id:")
+        )
+        rec = find_record(db, carries(cid), timeout=15, what="the record of the HTTP/2 exchange")
+    assert rec.outcome is Outcome.COMPLETED and rec.tap_errors == 0
+    assert b"".join(e.raw for e in rec.events) == received.read_bytes()
+    assert received.read_bytes().endswith(b"data: [DONE]\n\n") and rec.choices[0].content
