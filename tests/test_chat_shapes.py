@@ -63,10 +63,11 @@ def test_every_recording_means_the_same_with_shapes(path: Path) -> None:
         # OpenAI: every chunk ends in a random "obfuscation" string, which the shape leaves out
         ("openai_chat_text_include_usage.sse", 1),
         ("azure_openai_role_chunk_without_delta.sse", 1),
-        # content with escapes ("\n") is parsed
-        ("deepseek_chat_usage_without_include_usage.sse", 10),
+        # content with escapes ("\n"), read by its shape too
+        ("deepseek_chat_usage_without_include_usage.sse", 3),
         # reasoning: `{"content":null,"reasoning_content":"..."}`, then content
-        ("deepseek_reasoner_reasoning_content.sse", 25),
+        ("deepseek_reasoner_reasoning_content.sse", 4),
+        ("zai_glm_reasoning_content.sse", 5),
         # Groq's `{"reasoning":"...","channel":"analysis"}`
         ("groq_gptoss_reasoning_x_groq_usage.sse", 3),
     ],
@@ -106,12 +107,42 @@ def test_a_learned_shape_reads_the_next_chunks() -> None:
     assert all(m.content for m in meanings[1:])
 
 
+ESCAPED = [
+    'say "hi"',
+    "a\\b",
+    "line\nbreak",
+    "tab\tand\r\nCRLF",
+    "ends in a backslash\\",
+    '\\"',  # a backslash, then a quote
+    "\u2028 é 😀",  # escaped or not, depending on ensure_ascii
+    "\x7f\x1f",
+    '"},"finish_reason":"stop"}]}',  # the rest of a chunk, inside its text
+]
+
+
+@pytest.mark.parametrize("ascii_only", [False, True])
+def test_a_learned_shape_reads_text_with_escapes(ascii_only: bool) -> None:
+    """Escaped text is decoded (as parsing would decode it), not parsed as a whole chunk."""
+
+    def chunk(text: str) -> str:
+        return HEAD + '{"content":' + json.dumps(text, ensure_ascii=ascii_only) + "}" + TAIL
+
+    items = [item(ROLE), item(chunk("Hello")), *(item(chunk(t)) for t in ESCAPED)]
+    _, _, learning, parsed = both(items)
+    assert parsed == 2
+    assert learning.choices()[0].content == "Hello" + "".join(ESCAPED)
+
+
 @pytest.mark.parametrize(
     "data",
     [
-        content_chunk('say "hi"'),  # escapes: parsed
-        content_chunk("a\\b"),
-        content_chunk("line\nbreak"),
+        content_chunk("a").replace('"a"', '"a\\"'),  # an escaped quote where the string should end
+        content_chunk("a").replace('"a"', '"a\\q"'),  # not an escape JSON has
+        content_chunk("a").replace('"a"', '"a\\u12"'),  # a short unicode escape
+        content_chunk("a").replace('"a"', '"\\ud800"'),  # a lone surrogate's escape: orjson refuses it
+        content_chunk("a").replace('"a"', '"\\n\x01"'),  # a raw control character after an escape
+        content_chunk("a").replace('"a"', '"\\n" "x"'),  # two strings
+        content_chunk("a").replace('"a"', '"\\n",' + '"content":"y"'),  # a second content key
         content_chunk(""),  # empty content: no tokens
         content_chunk("x").replace('"obfuscation":"abc"', '"obfuscation":"a\\"b"'),
         content_chunk("x").replace('"obfuscation":"abc"', '"obfuscation":"a\tb"'),  # raw tab: malformed

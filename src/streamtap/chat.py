@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from .records import Choice, Usage
 from .semantics import COMMENT as _COMMENT
 from .semantics import CONTENT as _CONTENT
@@ -72,6 +74,16 @@ def _literal(text: str) -> bool:
     if text.isprintable():  # nearly always (ASCII text); rules out the control characters at once
         return '"' not in text and "\\" not in text
     return _NOT_LITERAL.search(text) is None
+
+
+def _unescaped(chars: str) -> str | None:
+    """The text that `chars`, a JSON string's characters between its quotes, spell; None unless they are
+    exactly one string that parsing accepts as such (`semantics.loads` tries orjson first: where orjson
+    refuses, as it does a lone surrogate's escape, the caller parses the whole chunk instead)."""
+    try:
+        return str(orjson.loads('"' + chars + '"'))
+    except orjson.JSONDecodeError:
+        return None
 
 
 @dataclass(slots=True)
@@ -172,18 +184,25 @@ class ChatInterpreter:
         """An event: its data, and its `event:` field (None when it has none)."""
         shape = self._shape
         if shape is not None and event is None and data.startswith(shape.prefix):
-            # A chunk shaped like one already parsed (see `_Shape`): its text is the text up to the next
-            # quote, if that is a whole JSON string (no escapes) and the rest is the same as that chunk's.
+            # A chunk shaped like one already parsed (see `_Shape`): its text is one JSON string's, up to the
+            # first quote not escaped, if the rest is the same as that chunk's.
             start = len(shape.prefix)
             end = data.find('"', start)
-            if end >= 0 and data.startswith(shape.suffix, end):
+            value: str | None = data[start:end] if end > start else None
+            if value is not None and "\\" in value:
+                # escapes ("\n", "\""): the string ends where the suffix starts, if its characters up to there
+                # are one whole string, which only decoding them can tell
+                end = data.find(shape.suffix, start)
+                value = _unescaped(data[start:end]) if end > start else None
+            elif value is not None and not _literal(value):
+                value = None
+            if value and data.startswith(shape.suffix, end):  # (an empty text may mean something else)
                 if shape.obfuscated:
                     tail = data[end + len(shape.suffix) :]
                     same = tail.endswith('"}') and _literal(tail[:-2])
                 else:
                     same = len(data) == end + len(shape.suffix)
-                value = data[start:end]
-                if same and value and _literal(value):  # (an empty text may mean something else)
+                if same:
                     shape.texts.append(value)
                     return shape.meaning
         if data.startswith("[DONE]"):  # what the openai SDK checks; some servers name the event (`done`)
