@@ -189,13 +189,14 @@ class ChatInterpreter:
             start = len(shape.prefix)
             end = data.find('"', start)
             value: str | None = data[start:end] if end > start else None
-            if value is not None and "\\" in value:
-                # escapes ("\n", "\""): the string ends where the suffix starts, if its characters up to there
-                # are one whole string, which only decoding them can tell
-                end = data.find(shape.suffix, start)
-                value = _unescaped(data[start:end]) if end > start else None
-            elif value is not None and not _literal(value):
-                value = None
+            if value is not None and not _literal(value):
+                if "\\" in value:
+                    # escapes ("\n", "\""): the string ends where the suffix starts, if its characters up to
+                    # there are one whole string, which only decoding them can tell
+                    end = data.find(shape.suffix, start)
+                    value = _unescaped(data[start:end]) if end > start else None
+                else:
+                    value = None
             if value and data.startswith(shape.suffix, end):  # (an empty text may mean something else)
                 if shape.obfuscated:
                     tail = data[end + len(shape.suffix) :]
