@@ -259,3 +259,49 @@ def test_near_misses_mean_what_parsing_them_means(
         at %= len(base) + 1
         chunks.append(base[:at] + text + base[at + remove :])
     both([item(ROLE), item(content_chunk("Hello", tail, field)), *(item(c) for c in chunks)])
+
+
+# Pieces of a JSON string's characters, valid and not: escapes, a surrogate pair and a lone half, broken
+# escapes, raw quotes and control characters, and the text that follows the string in a chunk.
+FRAGMENTS = [
+    "a",
+    " ",
+    "é",
+    "😀",
+    "\\n",
+    "\\t",
+    '\\"',
+    "\\\\",
+    "\\/",
+    "\\u00e9",
+    "\\ud83d\\ude00",
+    "\\ud800",
+    "\\udc00",
+    "\\q",
+    "\\u12",
+    "\\",
+    '"',
+    "\x01",
+    "\x7f",
+    "\u2028",
+    '"}',
+    '"},"logprobs":null',
+    TAIL,
+    PLAIN_TAIL,
+    ",",
+]
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(
+    pieces=st.lists(st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=8), min_size=1, max_size=5),
+    obfuscated=st.booleans(),
+)
+def test_escaped_text_and_its_near_misses_mean_what_parsing_them_means(
+    pieces: list[list[str]], obfuscated: bool
+) -> None:
+    """The text between a learned shape's prefix and suffix spliced from escape fragments, well-formed or
+    not: the shape reads it exactly when parsing would read the same, or leaves it to parsing."""
+    tail = TAIL if obfuscated else PLAIN_TAIL
+    chunks = [HEAD + '{"content":"' + "".join(p) + '"}' + tail for p in pieces]
+    both([item(ROLE), item(content_chunk("Hello", tail)), *(item(c) for c in chunks)])
