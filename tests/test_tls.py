@@ -5,11 +5,14 @@ openai SDK. What matters: the client's stream is intact, and the record is as co
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import json
+import logging
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -208,3 +211,27 @@ def test_http2_client_through_the_explicit_proxy(
     assert rec.outcome is Outcome.COMPLETED and rec.tap_errors == 0
     assert b"".join(e.raw for e in rec.events) == received.read_bytes()
     assert received.read_bytes().endswith(b"data: [DONE]\n\n") and rec.choices[0].content
+
+
+def test_a_broken_tls_record_ends_that_connection_quietly(
+    upstream: MockUpstream, upstream_cert: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that sends a record the server cannot decrypt loses its connection; nothing is logged as an
+    unhandled error and the next client is served."""
+    client_tls = ssl.create_default_context(cafile=upstream_cert)
+
+    def health() -> bytes:
+        raw = socket.create_connection(("127.0.0.1", upstream.port), timeout=10)
+        conn = client_tls.wrap_socket(raw, server_hostname="127.0.0.1")
+        conn.sendall(b"GET /health HTTP/1.1\r\nhost: upstream\r\n\r\n")
+        answer = conn.recv(65536)
+        os.write(conn.fileno(), b"\x17\x03\x03\x00\x20" + b"x" * 32)  # application data it cannot decrypt
+        with contextlib.suppress(OSError):
+            assert conn.recv(65536) in (b"", None)  # the server hangs up
+        conn.close()
+        return answer
+
+    with caplog.at_level(logging.DEBUG):
+        assert health().startswith(b"HTTP/1.1 200")
+        assert health().startswith(b"HTTP/1.1 200")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

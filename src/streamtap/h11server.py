@@ -1,6 +1,8 @@
 """The small HTTP/1.1 server (asyncio + h11) under both of streamtap's own upstreams: the simulated provider
 (`mock_upstream`) and `streamtap replay`. Each says what to answer; this module accepts connections, reads
-requests, and writes with `drain()` meaning "on the wire", so a recorded send time is when the bytes left.
+requests, and writes with `drain()` meaning "in the kernel", so a recorded send time is when the bytes left.
+Over TLS (for tests of HTTPS) that holds only for the TLS layer's buffer: asyncio keeps the socket's own
+write buffer below it, so a send time may come early while a client reads slowly.
 """
 
 from __future__ import annotations
@@ -35,7 +37,14 @@ class H11Server:
     async def listen(self) -> asyncio.Server:
         """Raises ConfigError when it cannot listen (the port is taken, the address is not ours)."""
         try:
-            server = await asyncio.start_server(self._on_connection, self.host, self.port, ssl=self.tls)
+            server = await asyncio.start_server(
+                self._on_connection,
+                self.host,
+                self.port,
+                ssl=self.tls,
+                # a client that never answers the TLS close keeps its handler this long (default 30 s)
+                ssl_shutdown_timeout=5.0 if self.tls else None,
+            )
         except OSError as e:
             raise ConfigError(f"cannot listen on {self.host}:{self.port}: {e.strerror or e}") from e
         self.port = server.sockets[0].getsockname()[1]
@@ -67,9 +76,9 @@ class H11Server:
         sock = writer.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # drain() then waits until every byte is in the kernel, so a send time means "on the wire". asyncio's
-        # TLS transport pauses at a buffer size >= high (the plain one at > high): 0 would pause it with
-        # nothing buffered, never to resume
+        # drain() then waits until every byte is in the kernel, so a send time means "on the wire" (over TLS:
+        # out of the TLS layer, see above). asyncio's TLS transport pauses at a buffer size >= high (the plain
+        # one at > high): 0 would pause it with nothing buffered, never to resume
         writer.transport.set_write_buffer_limits(high=1 if self.tls else 0)
         conn = h11.Connection(h11.SERVER)
         clean = False
@@ -77,7 +86,7 @@ class H11Server:
             while await self._one_exchange(conn, reader, writer):
                 conn.start_next_cycle()
             clean = True
-        except (ConnectionError, h11.ProtocolError) as e:
+        except (OSError, h11.ProtocolError) as e:  # OSError: a reset, and over TLS a bad record (ssl.SSLError)
             log.debug("connection ended: %r", e)
         except asyncio.CancelledError:
             # the server is stopping. Ending normally instead of cancelled: asyncio before 3.12.2 calls
@@ -89,7 +98,7 @@ class H11Server:
                 writer.close()
             else:
                 writer.transport.abort()
-            with contextlib.suppress(ConnectionError):
+            with contextlib.suppress(OSError):  # over TLS also a failed or timed-out shutdown
                 await writer.wait_closed()
 
 
