@@ -94,7 +94,7 @@ def has_streams(url: str) -> bool:
         return ov.has_streams(session)
 
 
-@st.cache_data(ttl=60, show_spinner=False)
+@st.cache_data(ttl=REFRESH_S, show_spinner=False)  # the window slides: a minute-old answer can miss a stream
 def default_window(url: str) -> str:
     with Session(engine(url)) as session:
         return ov.default_window(session)

@@ -71,11 +71,23 @@ def test_idle_while_keeping_up_normal_while_behind() -> None:
     assert [level for level, _ in got["log"]] == ["INFO", "INFO"]  # raised, then idle again
 
 
-def test_without_cap_sys_nice_it_says_so_once_and_stays_idle() -> None:
-    setpriv = shutil.which("setpriv")
-    if setpriv is None or os.geteuid() != 0:
-        pytest.skip("needs root and util-linux's setpriv to run a child without CAP_SYS_NICE")
-    got = _run([setpriv, "--bounding-set=-sys_nice", "--inh-caps=-sys_nice"])
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        # root without the capability, as in a Docker container
+        ["setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice"],
+        # root of a user namespace (rootless containers): it shows every capability, the kernel refuses
+        ["unshare", "--map-root-user"],
+    ],
+    ids=["no-cap-sys-nice", "user-namespace"],
+)
+def test_without_the_right_to_leave_idle_it_says_so_once_and_stays_idle(prefix: list[str]) -> None:
+    tool = shutil.which(prefix[0])
+    if tool is None or os.geteuid() != 0:
+        pytest.skip(f"needs root and util-linux's {prefix[0]}")
+    if subprocess.run([tool, *prefix[1:], "true"], capture_output=True).returncode != 0:
+        pytest.skip(f"{prefix[0]} is not permitted here")
+    got = _run([tool, *prefix[1:]])
     assert got["can_leave_idle"] is False
     assert got["lowered"] == got["behind"] == got["caught_up"] == [os.SCHED_IDLE]
     assert got["raised"] is False

@@ -86,7 +86,7 @@ class H11Server:
             while await self._one_exchange(conn, reader, writer):
                 conn.start_next_cycle()
             clean = True
-        except (OSError, h11.ProtocolError) as e:  # OSError: a reset, and over TLS a bad record (ssl.SSLError)
+        except (OSError, h11.ProtocolError) as e:  # OSError: a reset; over TLS a bad record (ssl.SSLError)
             log.debug("connection ended: %r", e)
         except asyncio.CancelledError:
             # the server is stopping. Ending normally instead of cancelled: asyncio before 3.12.2 calls

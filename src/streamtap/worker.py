@@ -19,10 +19,10 @@ import gc
 import logging
 import os
 import pickle
-import resource
 import signal
 import struct
 import sys
+import threading
 import time
 from typing import IO, Any
 
@@ -185,29 +185,30 @@ class Priority:
 
 
 _HOW_TO_RAISE = (
-    "it needs CAP_SYS_NICE, e.g. docker run --cap-add SYS_NICE; or STREAMTAP_WORKER_PRIORITY=10 "
-    "for a fixed nice instead"
+    "it needs CAP_SYS_NICE outside a user namespace, e.g. docker run --cap-add SYS_NICE; or "
+    "STREAMTAP_WORKER_PRIORITY=10 for a fixed nice instead"
 )
-CAP_SYS_NICE = 23
 
 
 def can_leave_idle() -> bool:
-    """Whether this process may return its threads from SCHED_IDLE to normal priority: Linux lets it with
-    CAP_SYS_NICE, or when RLIMIT_NICE permits its nice value (20 - nice, i.e. 20 for nice 0)."""
-    try:
-        soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
-        if soft == resource.RLIM_INFINITY or soft >= 20 - os.getpriority(os.PRIO_PROCESS, 0):
-            return True
-    except (AttributeError, OSError, ValueError):
-        pass
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> CAP_SYS_NICE & 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return False
+    """Whether this process's threads may return from SCHED_IDLE to normal priority. Asked of the kernel
+    itself, by a thread that tries: the rules (CAP_SYS_NICE, or an RLIMIT_NICE that permits the nice value)
+    are checked against the user namespace the process runs in, and inside one (rootless containers,
+    Docker with userns-remap) a capability it shows may still be refused."""
+    answer: list[bool] = []
+
+    def attempt() -> None:
+        try:  # pid 0: this thread only
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+            answer.append(True)
+        except (AttributeError, OSError):
+            answer.append(False)
+
+    probe = threading.Thread(target=attempt, name="streamtap-priority-probe")
+    probe.start()
+    probe.join()
+    return answer == [True]
 
 
 def _threads() -> list[int]:
