@@ -25,16 +25,14 @@ from typing import Any
 
 from .chat import error_text, parse_usage
 from .records import Choice, Usage
-from .semantics import COMMENT as _COMMENT
 from .semantics import CONTENT as _CONTENT
 from .semantics import DATA as _DATA
 from .semantics import DONE as _DONE
 from .semantics import ERROR as _ERROR
 from .semantics import MALFORMED as _MALFORMED
 from .semantics import TOKENS as _TOKENS
-from .semantics import Interpretation, loads
+from .semantics import EventInterpreter, Interpretation, loads
 from .semantics import ToolCallBuilder as _Tool
-from .sse import ItemKind, SSEItem
 
 _TOOL_BLOCKS = ("tool_use", "server_tool_use", "mcp_tool_use")
 _NORMALIZED = {
@@ -76,7 +74,7 @@ class _Block:
     tool: _Tool | None = None
 
 
-class AnthropicInterpreter:
+class AnthropicInterpreter(EventInterpreter):
     """Feeds on the SSE items of one Messages (or legacy Text Completions) stream."""
 
     def __init__(self) -> None:
@@ -92,13 +90,6 @@ class AnthropicInterpreter:
         self._stop_reason: str | None = None
 
     # -- streaming -------------------------------------------------------------------------------------
-    def feed(self, item: SSEItem) -> Interpretation:
-        if item.kind is ItemKind.COMMENT:
-            return _COMMENT
-        if item.kind is not ItemKind.EVENT:
-            return _MALFORMED
-        return self.feed_data(item.data, item.event)
-
     def feed_data(self, data: str, event: str | None = None) -> Interpretation:
         """An event: its data, and its `event:` field (None when it has none)."""
         try:

@@ -26,16 +26,14 @@ from typing import Any
 import orjson
 
 from .records import Choice, Usage
-from .semantics import COMMENT as _COMMENT
 from .semantics import CONTENT as _CONTENT
 from .semantics import DATA as _DATA
 from .semantics import DONE as _DONE
 from .semantics import ERROR as _ERROR
 from .semantics import MALFORMED as _MALFORMED
 from .semantics import TOKENS as _TOKENS
-from .semantics import Interpretation, loads
+from .semantics import EventInterpreter, Interpretation, loads
 from .semantics import ToolCallBuilder as _ToolCallAcc
-from .sse import ItemKind, SSEItem
 
 
 @dataclass(slots=True)
@@ -159,7 +157,7 @@ def error_text(obj: object) -> str:
     return str(obj)
 
 
-class ChatInterpreter:
+class ChatInterpreter(EventInterpreter):
     """Feeds on the SSE items of one chat-completion stream; results are readable at any time."""
 
     def __init__(self) -> None:
@@ -173,13 +171,6 @@ class ChatInterpreter:
         self._learn_budget = LEARN_BUDGET
 
     # -- streaming -------------------------------------------------------------------------------------
-    def feed(self, item: SSEItem) -> Interpretation:
-        if item.kind is ItemKind.COMMENT:
-            return _COMMENT
-        if item.kind is not ItemKind.EVENT:
-            return _MALFORMED
-        return self.feed_data(item.data, item.event)
-
     def feed_data(self, data: str, event: str | None = None) -> Interpretation:
         """An event: its data, and its `event:` field (None when it has none)."""
         shape = self._shape

@@ -23,16 +23,14 @@ from typing import Any
 
 from .chat import error_text, parse_usage
 from .records import Choice, EventKind, Usage
-from .semantics import COMMENT as _COMMENT
 from .semantics import CONTENT as _CONTENT
 from .semantics import DATA as _DATA
 from .semantics import DONE as _DONE
 from .semantics import ERROR as _ERROR
 from .semantics import MALFORMED as _MALFORMED
 from .semantics import TOKENS as _TOKENS
-from .semantics import Interpretation, loads
+from .semantics import EventInterpreter, Interpretation, loads
 from .semantics import ToolCallBuilder as _Tool
-from .sse import ItemKind, SSEItem
 
 # `incomplete_details.reason` in chat-completion terms, so the metrics see one vocabulary.
 _INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
@@ -82,7 +80,7 @@ def _error_event_text(obj: dict[str, Any]) -> str:
     return f"{code}: {message}" if isinstance(code, (str, int)) and code != "" else message
 
 
-class ResponsesInterpreter:
+class ResponsesInterpreter(EventInterpreter):
     """Feeds on the SSE items of one Responses API stream; results are readable at any time."""
 
     def __init__(self) -> None:
@@ -97,13 +95,6 @@ class ResponsesInterpreter:
         self._finish_reason: str | None = None
 
     # -- streaming -------------------------------------------------------------------------------------
-    def feed(self, item: SSEItem) -> Interpretation:
-        if item.kind is ItemKind.COMMENT:
-            return _COMMENT
-        if item.kind is not ItemKind.EVENT:
-            return _MALFORMED
-        return self.feed_data(item.data, item.event)
-
     def feed_data(self, data: str, event: str | None = None) -> Interpretation:
         """An event: its data, and its `event:` field (None when it has none)."""
         if data.startswith("[DONE]"):  # OpenRouter's end marker, after `response.completed`

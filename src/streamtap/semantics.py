@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from .records import EventKind, ToolCall
+from .sse import ItemKind, SSEItem
 
 # Digits map to "0", every other byte to " ": a run of 19 digits is then a run of 19 "0"s.
 _DIGIT_RUNS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
@@ -49,6 +50,21 @@ MALFORMED = Interpretation(EventKind.MALFORMED)
 DATA = Interpretation(EventKind.DATA)
 TOKENS = Interpretation(EventKind.DATA, tokens=True)
 CONTENT = Interpretation(EventKind.DATA, tokens=True, content=True)
+
+
+class EventInterpreter:
+    """What every API's interpreter does with an SSE item: a comment is a comment, anything not an event is
+    malformed, and an event's data and `event:` field go to the API's own `feed_data`."""
+
+    def feed_data(self, data: str, event: str | None = None) -> Interpretation:
+        raise NotImplementedError
+
+    def feed(self, item: SSEItem) -> Interpretation:
+        if item.kind is ItemKind.COMMENT:
+            return COMMENT
+        if item.kind is not ItemKind.EVENT:
+            return MALFORMED
+        return self.feed_data(item.data, item.event)
 
 
 @dataclass(slots=True)
