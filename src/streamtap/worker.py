@@ -32,6 +32,12 @@ log = logging.getLogger("streamtap")
 
 _HEADER = struct.Struct("<I")
 
+# Collect the youngest generation every 10,000 net allocations instead of 700. The worker holds every open
+# stream's events until the stream ends; at the default, each event record was traversed again and again
+# while its stream lasted (~0.8 µs of the worker's ~6 per event went to the collector). Garbage is still
+# freed by reference counting at once: only cycles wait, and the worker makes few.
+GC_THRESHOLD = (10_000, 10, 10)
+
 
 def read_frame(stream: IO[bytes]) -> Any:
     """The next pickled frame from `stream`, or None at its end (a frame cut short counts as the end)."""
@@ -258,6 +264,7 @@ def main() -> int:
     priority.lower()
     # As in the proxy: what is loaded by now lives as long as the process; full collections skip it.
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
     handle = worker.pipeline.handle
     from .records import Outcome
 
