@@ -1,8 +1,8 @@
 """`python -m bench.worker_loop [--streams N]`: the worker's CPU per event in a tight loop, no proxy.
 
 Builds the messages the proxy would send for N chat streams (a role chunk, 50 content chunks, a finish
-chunk, a usage chunk and `[DONE]`, one network read each, 200 streams interleaved at a time), pickles them in
-frames of 5,000 as the channel does, and times `Worker.pipeline.handle` over the unpickled frames with the
+chunk, a usage chunk and `[DONE]`, one network read each, 200 streams interleaved at a time), serializes them
+in frames of 5,000 as the channel does, and times `Worker.pipeline.handle` over the frames read back, with the
 real recorder writing to a fresh SQLite file. Prints CPU µs per event (all threads of this process) for the
 whole worker, without the event rows (`--no-keep-events`: one row per stream, none per event), without the
 metrics, and without recording or metrics (unpickling, SSE, interpretation). Run
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import io
 import json
-import pickle
 import sys
 import tempfile
 import time
@@ -78,12 +78,11 @@ def messages(streams: int) -> list[tuple[Any, ...]]:
 
 def run(streams: int, *, record: bool, metrics: bool, keep_events: bool = True) -> float:
     """CPU µs per event for one pass (the recorder's writing included, up to its last commit)."""
-    from streamtap.worker import Worker
+    from streamtap import worker as w
+    from streamtap.worker import Worker, frame, read_frame
 
     msgs = messages(streams)
-    frames = [
-        pickle.dumps(msgs[i : i + 5000], protocol=pickle.HIGHEST_PROTOCOL) for i in range(0, len(msgs), 5000)
-    ]
+    frames = [frame(msgs[i : i + 5000]) for i in range(0, len(msgs), 5000)]
     with tempfile.TemporaryDirectory(prefix="streamtap-worker-loop-") as tmp:
         config = {
             "instance": "bench",
@@ -103,10 +102,13 @@ def run(streams: int, *, record: bool, metrics: bool, keep_events: bool = True) 
         if not metrics:
             pipeline.metrics = None
         gc.freeze()  # as the worker's main() does once it is set up
+        threshold = gc.get_threshold()
+        gc.set_threshold(*getattr(w, "GC_THRESHOLD", threshold))  # (a tree from before it had one)
         cpu0 = time.process_time()
-        for frame in frames:
-            pipeline.handle(pickle.loads(frame))
+        for data in frames:
+            pipeline.handle(read_frame(io.BytesIO(data)))
         worker.close()  # waits for the recorder's last commit
+        gc.set_threshold(*threshold)
         gc.unfreeze()
         return (time.process_time() - cpu0) / (streams * (TOKENS + 4)) * 1e6
 

@@ -67,6 +67,15 @@ class TestFrames:
         assert read_frame(stream) == "next"
         assert read_frame(stream) is None
 
+    def test_what_marshal_cannot_write_is_pickled(self) -> None:
+        # a str subclass (an enum member, say) where a plain str was meant: still delivered, as pickle does
+        batch = [(END, "k", 1.0, Outcome.CLIENT_DISCONNECT, "gone")]
+        data = frame(batch)
+        assert data[4:5] == b"p"
+        got = read_frame(io.BytesIO(data))
+        assert got == batch and got[0][3] is Outcome.CLIENT_DISCONNECT
+        assert frame([(CHUNK, "k", 1.0, b"x")])[4:5] == b"m"
+
     def test_eof(self) -> None:
         assert read_frame(io.BytesIO(b"")) is None
 

@@ -1,7 +1,7 @@
 """The worker process: interprets what the proxy observed, records it and serves the metrics.
 
 The proxy (`streamtap.addon`) starts one worker as its child (`python -m streamtap.worker`) and sends it
-batches of `pipeline` messages over the worker's stdin: a 4-byte length, then a pickled list. The first
+batches of `pipeline` messages over the worker's stdin: a 4-byte length, then a serialized list (`frame`). The first
 batch is the configuration; the worker answers on stdout with one line, `ready` or `error: <message>`.
 When its stdin closes, the worker finishes what it holds, writes everything queued and exits. It ignores
 SIGINT and SIGTERM: the proxy decides when it stops (a Ctrl-C reaches the whole process group).
@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import marshal
 import os
 import pickle
 import signal
@@ -31,6 +32,8 @@ from .errors import StreamtapError
 log = logging.getLogger("streamtap")
 
 _HEADER = struct.Struct("<I")
+_MARSHAL_TAG, _PICKLE_TAG = b"m", b"p"
+_MARSHAL = _MARSHAL_TAG[0]
 
 # Collect the youngest generation every 10,000 net allocations instead of 700. The worker holds every open
 # stream's events until the stream ends; at the default, each event record was traversed again and again
@@ -40,19 +43,27 @@ GC_THRESHOLD = (10_000, 10, 10)
 
 
 def read_frame(stream: IO[bytes]) -> Any:
-    """The next pickled frame from `stream`, or None at its end (a frame cut short counts as the end)."""
+    """The next frame from `stream`, or None at its end (a frame cut short counts as the end)."""
     header = stream.read(_HEADER.size)
     if len(header) < _HEADER.size:
         return None
     (size,) = _HEADER.unpack(header)
     payload = stream.read(size)
-    if len(payload) < size:
+    if len(payload) < size or not payload:
         return None
-    return pickle.loads(payload)
+    body = memoryview(payload)[1:]
+    return marshal.loads(body) if payload[0] == _MARSHAL else pickle.loads(body)
 
 
 def frame(obj: Any) -> bytes:
-    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    """`obj` as one frame: a 4-byte length, a format byte, then `obj` marshalled, or pickled if it holds
+    anything marshal cannot write. The proxy's messages are tuples of str, bytes, float, int and None, which
+    marshal writes in half the time pickle takes (the proxy's sender thread does this for every message);
+    both ends are the same interpreter, as marshal requires."""
+    try:
+        payload = _MARSHAL_TAG + marshal.dumps(obj)
+    except ValueError:  # an object of a type marshal does not know
+        payload = _PICKLE_TAG + pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     return _HEADER.pack(len(payload)) + payload
 
 
