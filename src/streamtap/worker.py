@@ -1,8 +1,9 @@
 """The worker process: interprets what the proxy observed, records it and serves the metrics.
 
 The proxy (`streamtap.addon`) starts one worker as its child (`python -m streamtap.worker`) and sends it
-batches of `pipeline` messages over the worker's stdin: a 4-byte length, then a serialized list (`frame`). The first
-batch is the configuration; the worker answers on stdout with one line, `ready` or `error: <message>`.
+batches of `pipeline` messages over the worker's stdin, each a `frame`: a 4-byte length, then the list,
+marshalled. The first batch is the configuration; the worker answers on stdout with one line, `ready` or
+`error: <message>`.
 When its stdin closes, the worker finishes what it holds, writes everything queued and exits. It ignores
 SIGINT and SIGTERM: the proxy decides when it stops (a Ctrl-C reaches the whole process group).
 
