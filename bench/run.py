@@ -45,7 +45,7 @@ class Mode:
 QUICK = Mode(
     "quick",
     lat.LatencyConfig(chunks=20, duration={1: 1.2, 50: 1.0, 200: 1.0}, rounds=1),
-    cap.CapacityConfig(chunks=50, levels=(40, 100, 160), duration=1.0, warmup=0.25),
+    cap.CapacityConfig(chunks=50, levels=(40, 100, 160), duration=1.0, warmup=0.25, top_repeats=0),
     recorder_streams=300,
     recorder_runs=1,
     sustain_s=5.0,
