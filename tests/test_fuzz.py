@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamtap.chat import ChatInterpreter, Interpretation
+from streamtap.db import packs
 from streamtap.records import Choice, EventKind, Outcome, StreamStart, Usage
 from streamtap.sse import ItemKind, SSEDecoder, SSEItem
 from streamtap.tap import StreamTap
@@ -157,6 +158,8 @@ def tap_record(body: bytes, points: list[int]) -> None:
         tap.feed(read, 0.02 + i / 1000)
     record = tap.finish(1.0)
     assert b"".join(e.raw for e in record.events) == body
+    # what the recorder stores from the tap's rows is what it would store from the records they read as
+    assert packs.pack("s", record.events) == packs.pack("s", tuple(record.events))
     assert record.outcome in Outcome
     assert (record.ttfc_ms is None) or (record.ttft_ms is not None and record.ttft_ms <= record.ttfc_ms)
 

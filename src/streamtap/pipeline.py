@@ -6,7 +6,7 @@ their arrival times. `Pipeline` replays those messages through a `StreamTap` per
 and finished records on (recorder, metrics). It runs in the worker process (`streamtap.worker`), so none of
 the decoding, parsing or database work shares the proxy's interpreter.
 
-Messages are plain tuples of str/float/int/bytes/None (cheap to pickle), the first item one of:
+Messages are plain tuples of str/float/int/bytes/None (cheap to marshal), the first item one of:
     (START, key, t0, started_epoch, method, url, host, path, api_key_fp, request_body)
     (HEADERS, key, now, status_code, content_type, content_encoding)
     (CHUNK, key, now, chunk)             a network read of the body; b"" marks its clean end

@@ -18,7 +18,7 @@ from .db.engine import SqliteFileWatch, describe_error
 from .db.models import Stream, StreamEventPack
 from .errors import DatabaseError
 from .export import choice_to_dict
-from .records import Outcome, StreamRecord, StreamStart, Usage
+from .records import Outcome, StreamRecord, StreamStart, Usage, token_event_count
 
 log = logging.getLogger("streamtap.recorder")
 
@@ -406,7 +406,7 @@ def _record_row(rec: StreamRecord, submitted_at: datetime) -> dict[str, Any]:
             "reasoning_tokens": usage.reasoning_tokens,
             "choices": [choice_to_dict(c) for c in rec.choices],
             "event_count": len(rec.events),
-            "token_event_count": sum(1 for e in rec.events if e.tokens),
+            "token_event_count": token_event_count(rec.events),
             "api_key_fp": rec.api_key_fp,
             "proxy_instance": rec.proxy_instance,
             "content_encoding": rec.content_encoding,

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import enum
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple, overload
 
 
 class Outcome(enum.StrEnum):
@@ -128,7 +128,7 @@ class StreamRecord:
     duration_ms: float | None
     usage: Usage | None
     choices: tuple[Choice, ...]
-    events: tuple[EventRecord, ...] = ()
+    events: Sequence[EventRecord] = ()  # a tuple, or the tap's `EventLog`
     api_key_fp: str | None = None
     proxy_instance: str = ""
     api: str = "openai.chat"
@@ -155,5 +155,71 @@ class StreamRecord:
 def token_gaps(events: Sequence[EventRecord]) -> list[float]:
     """The gaps between consecutive token-carrying events: what `stats`, the dashboard's gap histogram and
     the Prometheus histogram sample (the event pack keeps them as `token_gaps_ms`)."""
-    times = [e[1] for e in events if e[7]]  # t_ms of the events with tokens (by index: a third faster)
+    if type(events) is EventLog:
+        times = [row[0] for row in events.rows if row[4]]
+    else:
+        times = [e[1] for e in events if e[7]]  # t_ms of the events with tokens (by index: a third faster)
     return list(map(operator.sub, times[1:], times[:-1]))
+
+
+def token_event_count(events: Sequence[EventRecord]) -> int:
+    """How many of the events carried tokens."""
+    if type(events) is EventLog:
+        return sum(1 for row in events.rows if row[4])
+    return sum(1 for e in events if e[7])
+
+
+_new = tuple.__new__
+_KINDS = {kind.value: kind for kind in EventKind}
+
+
+class EventLog(Sequence[EventRecord]):
+    """A stream's events as the tap collects them, in the layout the event pack stores (`db.packs`).
+
+    `rows` holds one `(t_ms, gap_ms, kind, event, tokens, start, end)` per event, `kind` as its plain value
+    and `raw[start:end]` the event's bytes in the body; `raws` and `datas` each event's bytes and data. Read
+    as a sequence it gives `EventRecord`s, made when first asked for; the recorder stores the rows as they
+    are, so a stream's events cost the tap one small tuple each and the pack no transposing. It compares
+    equal to any sequence of the same `EventRecord`s.
+    """
+
+    __slots__ = ("_records", "datas", "raws", "rows")
+
+    def __init__(self, rows: list[tuple[Any, ...]], raws: list[bytes], datas: list[str | None]) -> None:
+        self.rows = rows
+        self.raws = raws
+        self.datas = datas
+        self._records: tuple[EventRecord, ...] | None = None
+
+    def records(self) -> tuple[EventRecord, ...]:
+        if self._records is None:
+            self._records = tuple(
+                _new(EventRecord, (seq, t_ms, gap_ms, _KINDS[kind], data, raw, event, tokens))
+                for seq, ((t_ms, gap_ms, kind, event, tokens, _, _), raw, data) in enumerate(
+                    zip(self.rows, self.raws, self.datas, strict=True)
+                )
+            )
+        return self._records
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> EventRecord: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[EventRecord, ...]: ...
+    def __getitem__(self, index: int | slice) -> EventRecord | tuple[EventRecord, ...]:
+        return self.records()[index]
+
+    def __iter__(self) -> Iterator[EventRecord]:
+        return iter(self.records())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+            return NotImplemented
+        return self.records() == tuple(other)
+
+    __hash__ = None  # type: ignore[assignment]  # equal to tuples, whose hashes it cannot share
+
+    def __repr__(self) -> str:
+        return f"EventLog({self.records()!r})"

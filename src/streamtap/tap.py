@@ -12,13 +12,11 @@ from typing import Any
 from .chat import error_text
 from .decoding import Decoder, make_decoder
 from .interpreters import Interpreter, api_name, interpreter_for
-from .records import EventRecord, Outcome, StreamRecord, StreamStart
+from .records import EventLog, Outcome, StreamRecord, StreamStart
 from .semantics import Interpretation
 from .sse import ItemKind, SSEDecoder, SSEItem
 
 MAX_STORED_BODY = 1 << 20  # non-streamed bodies (completions, error bodies) are stored up to 1 MiB
-
-_new = tuple.__new__  # EventRecord without NamedTuple's argument handling: one per event
 
 
 def decide_outcome(
@@ -53,9 +51,12 @@ class StreamTap:
 
     __slots__ = (
         "_body",
+        "_datas",
         "_decoder",
-        "_events",
         "_last_t",
+        "_raws",
+        "_rows",
+        "_size",
         "_sse",
         "chat",
         "content_encoding",
@@ -84,7 +85,11 @@ class StreamTap:
         self.tap_errors = 0
         self._decoder: Decoder | None = None
         self._sse: SSEDecoder | None = None
-        self._events: list[EventRecord] = []
+        # the events so far, as `EventLog` keeps them: a row each in the event pack's layout, bytes, data
+        self._rows: list[tuple[Any, ...]] = []
+        self._raws: list[bytes] = []
+        self._datas: list[str | None] = []
+        self._size = 0  # bytes of all events so far: where the next one starts in the body
         self._last_t: float | None = None
         self._body = bytearray()  # non-SSE bodies only, capped
 
@@ -153,16 +158,18 @@ class StreamTap:
     def _items(self, items: list[SSEItem], now: float) -> None:
         if not items:
             return
-        events = self._events
+        rows = self._rows
         feed = self.chat.feed
         for item in items:
             kind, raw, text, event = item[:4]  # SSEItem's first fields, unpacked once
             data: str | None = text
             if kind is ItemKind.PADDING:
-                if events:
+                if rows:
                     # blank lines after the last event belong to it (alone, they are all the body had)
-                    last = events[-1]
-                    events[-1] = last._replace(raw=last.raw + raw)
+                    *fields, end = rows[-1]
+                    rows[-1] = (*fields, end + len(raw))
+                    self._raws[-1] += raw
+                    self._size += len(raw)
                     continue
                 data = None
             self._event(feed(item), data, raw, event, now)
@@ -185,9 +192,11 @@ class StreamTap:
             self.ttft = now
         if meaning.content and self.ttfc is None:
             self.ttfc = now
-        events = self._events
-        t_ms = (now - self.t0) * 1000.0
-        events.append(_new(EventRecord, (len(events), t_ms, gap, meaning.kind, data, raw, event, tokens)))
+        start = self._size
+        self._size = end = start + len(raw)
+        self._rows.append(((now - self.t0) * 1000.0, gap, meaning.kind, event, tokens, start, end))
+        self._raws.append(raw)
+        self._datas.append(data)
 
     # -- the end -------------------------------------------------------------------------------------
     def finish(
@@ -237,7 +246,7 @@ class StreamTap:
             duration_ms=None if end is None else _ms(end, t0),
             usage=chat.usage,
             choices=chat.choices(),
-            events=tuple(self._events),
+            events=EventLog(self._rows, self._raws, self._datas) if self._rows else (),
             api_key_fp=start.api_key_fp,
             proxy_instance=start.proxy_instance,
             api=api_name(start.path),
@@ -257,9 +266,9 @@ class StreamTap:
             except (ValueError, RecursionError):
                 return f"HTTP {status}: {body_text.strip()[:2000]}"
             return f"HTTP {status}: {error_text(obj)}"
-        if self._events:
+        if self._raws:
             # an error body served as text/event-stream (Gemini does this): JSON, not SSE framed
-            text = "".join(e.raw.decode("utf-8", "replace") for e in self._events).strip()
+            text = b"".join(self._raws).decode("utf-8", "replace").strip()
             try:
                 return f"HTTP {status}: {error_text(json.loads(text))}"
             except (ValueError, RecursionError):

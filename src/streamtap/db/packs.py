@@ -17,7 +17,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..records import EventRecord, token_gaps
+from ..records import EventLog, EventRecord, token_gaps
 
 # The pack's columns in `pack()`'s order, for an INSERT straight to the driver.
 COLUMNS = ("stream_id", "events", "raw", "token_gaps_ms")
@@ -31,6 +31,11 @@ def pack(stream_id: str, events: Sequence[EventRecord]) -> tuple[Any, ...] | Non
     """The pack row of a stream's events (JSON as text), in `COLUMNS` order; None without events."""
     if not events:
         return None
+    if type(events) is EventLog:  # the tap's own rows are the layout already
+        rows = events.rows
+        if any(row[3] and "\x00" in row[3] for row in rows):
+            rows = [(*row[:3], row[3] and row[3].replace("\x00", "\ufffd"), *row[4:]) for row in rows]
+        return stream_id, _dumps(rows).decode(), b"".join(events.raws), _dumps(token_gaps(events)).decode()
     _, t_ms, gap_ms, kind, _, raws, names, tokens = zip(*events, strict=True)
     ends = list(itertools.accumulate(map(len, raws)))
     if any(names):
