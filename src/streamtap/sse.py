@@ -19,6 +19,7 @@ _LINE_END = re.compile(rb"[\r\n]")
 _BOM = b"\xef\xbb\xbf"
 _CR = 0x0D
 _LF = 0x0A
+_SPACE = 0x20
 _new = tuple.__new__
 
 
@@ -62,16 +63,16 @@ class SSEDecoder:
         field and the current last event ID, and change nothing else, so a caller may take this instead.
         None otherwise (and nothing happened: `feed` it)."""
         if (
-            chunk[-2:] == b"\n\n"
-            and chunk.startswith(b"data:")
+            chunk.startswith(b"data:")
+            and chunk.find(b"\n") == len(chunk) - 2  # the first line feed of exactly two, at the end
+            and chunk.endswith(b"\n\n")
+            and _CR not in chunk  # an int: `bytes in bytes` first tries the needle as an int, and fails
+            and self._started
             and not self._buf
             and not self._fields
             and not self._raw
-            and self._started
-            and chunk.count(b"\n") == 2
-            and _CR not in chunk  # an int: `bytes in bytes` first tries the needle as an int, and fails
         ):
-            value = chunk[6:-2] if chunk[5:6] == b" " else chunk[5:-2]
+            value = chunk[6:-2] if chunk[5] == _SPACE else chunk[5:-2]
             return value.decode("utf-8", "replace")
         return None
 
