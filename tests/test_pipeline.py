@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from streamtap.metrics import build_metrics
-from streamtap.pipeline import BODY, CHUNK, END, HEADERS, LOST, START, TAP_ERROR, Pipeline
+from streamtap.pipeline import BODY, CHUNK, END, HEADERS, LOST, START, TAP_ERROR, Pipeline, request_model
 from streamtap.privacy import strip_content, strip_start
 from streamtap.records import Outcome, StreamRecord, StreamStart
 from streamtap.tap import StreamTap
@@ -535,3 +535,41 @@ class TestMetrics:
             "streamtap_streams_total", **labels, outcome="upstream_disconnect", finish_reason="none"
         )
         assert (completed, cut) == (3, 2)
+
+
+def _model_by_json(body: bytes | str) -> str | None:
+    """What `request_model` answered when `json` alone read the body."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    model = obj.get("model") if isinstance(obj, dict) else None
+    return model if isinstance(model, str) else None
+
+
+PROMPT = {"role": "user", "content": "Summarize: " + "lorem ipsum dolor sit amet, " * 40_000}
+
+
+@pytest.mark.parametrize(
+    ("body", "model"),
+    [
+        (b'{"model": "gpt-4o", "stream": true}', "gpt-4o"),
+        (json.dumps({"messages": [PROMPT], "model": "long-prompt"}).encode(), "long-prompt"),
+        ('{"model": "as text"}', "as text"),
+        (b'{"model": "nan", "temperature": NaN}', "nan"),  # orjson refuses NaN; json reads it
+        (b'{"model": "big", "seed": 123456789012345678901234567890}', "big"),
+        (b'{"model": "deep", "x": ' + b"[" * 500 + b"]" * 500 + b"}", "deep"),
+        (b'{"model": "deeper", "x": ' + b"[" * 1100 + b"]" * 1100 + b"}", "deeper"),  # past orjson's limit
+        (b'{"model": "too deep", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None),  # json's too
+        (b'{"model": "\\ud800x"}', "\ud800x"),  # a lone surrogate's escape: orjson refuses
+        (b'{"model": "a", "model": "b"}', "b"),
+        (b'{"model": "\xff"}', None),  # not UTF-8
+        (b'{"model": 5}', None),
+        (b"[1, 2]", None),
+        (b"not json", None),
+        (b"", None),
+    ],
+    ids=lambda v: v if isinstance(v, str | type(None)) else None,
+)
+def test_request_model_is_what_json_reads(body: bytes | str, model: str | None) -> None:
+    assert request_model(body) == model == _model_by_json(body)

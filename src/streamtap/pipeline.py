@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from .metrics import Metrics
 from .privacy import strip_content, strip_start
 from .records import Outcome, StreamRecord, StreamStart
@@ -40,13 +42,19 @@ MAX_PARSED_BODY = 8 << 20  # and read for their `model` up to 8 MiB
 
 
 def request_model(body: bytes | str | None) -> str | None:
-    """The `model` of a JSON request body, if it has one."""
+    """The `model` of a JSON request body, if it has one.
+
+    orjson reads it (a 560 KB prompt in 194 µs instead of 346); what orjson refuses (NaN, nesting
+    beyond 1024, a lone surrogate's escape) goes to `json`, which is what decides."""
     if not body:
         return None
     try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            obj = json.loads(body)
+        except (ValueError, RecursionError):
+            return None
     model = obj.get("model") if isinstance(obj, dict) else None
     return model if isinstance(model, str) else None
 
