@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.orm import Session
 
 from streamtap.db import packs
-from streamtap.db.engine import MIGRATIONS_DIR, check_schema, make_engine, upgrade
+from streamtap.db.engine import MIGRATIONS_DIR, _json_text, check_schema, make_engine, upgrade
 from streamtap.db.models import Base
 from streamtap.errors import ConfigError, DatabaseError, NotOurDatabaseError
 from streamtap.read import get_stream, get_streams
@@ -301,3 +301,16 @@ class TestEventPacks:
         )
         assert len(expected) > 200
         assert [(*row[:6], bool(row[6]), bytes(row[7])) for row in rows] == expected
+
+
+@pytest.mark.parametrize(
+    ("obj", "text"),
+    [
+        ([{"content": "héllo 世界 😀", "n": None}], '[{"content":"héllo 世界 😀","n":null}]'),  # readable
+        ({"big": 2**70}, '{"big": 1180591620717411303424}'),  # beyond orjson: json writes it
+        ({1: "a"}, '{"1": "a"}'),  # a key that is not a string: json's conversion
+        ([float("nan")], "[null]"),  # json would write NaN, which is not JSON
+    ],
+)
+def test_json_columns_text(obj: object, text: str) -> None:
+    assert _json_text(obj) == text
