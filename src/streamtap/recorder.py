@@ -45,9 +45,10 @@ class Recorder:
     `submit_start()` and `submit()` never block on the database: they append to a bounded queue, and when the
     queue is full the oldest item is dropped and counted. One writer thread takes up to `batch_max` items per
     transaction (waiting up to `flush_interval` seconds for a batch to fill: 0.25 by default, where 0.05 cost
-    the worker 2.7 µs per event more at 50 streams, in commits and in pages written again each time). When the database is locked,
-    gone or read-only, the writer keeps its batch and retries with exponential backoff (0.05 s doubling to
-    5 s) until it is back; rows the database rejects outright (bad data) are logged and dropped one by one.
+    the worker 2.7 µs per event more at 50 streams, in commits and in pages written again each time). When
+    the database is locked, gone or read-only, the writer keeps its batch and retries with exponential
+    backoff (0.05 s doubling to 5 s) until it is back; rows the database rejects outright (bad data) are
+    logged and dropped one by one.
 
     A SQLite file deleted or replaced under the recorder is noticed before the next transaction (see
     `SqliteFileWatch`): writing goes on into a new database at the same path, migrated like at start-up.
