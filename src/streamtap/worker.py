@@ -138,14 +138,16 @@ class Priority:
     than `RAISE_LAG` seconds behind what the proxy observed (the CPU is full), it returns to normal
     priority until it has caught up (below `LOWER_LAG`): forwarding then shares the CPU with recording,
     instead of recording falling ever further behind. Leaving SCHED_IDLE needs CAP_SYS_NICE (root outside a
-    container) or an RLIMIT_NICE of at least 20; `lower()` checks first and says at start-up when the worker
-    could not leave it: recording then falls behind while every CPU is busy, and drops once the proxy holds
-    `max_pending` observations. A number instead of `idle`: a fixed `nice` increment. Where the worker has
-    a core to itself, none of this changes anything.
+    container) or an RLIMIT_NICE of at least 20; `lower()` asks first, and where the worker could not leave
+    it, it runs at `FALLBACK_NICE` instead (and says so): idle for good, recording would wait for as long
+    as every CPU is busy, and drop once the proxy held `max_pending` observations; at nice 10 it still gets
+    about a tenth of a busy CPU. A number instead of `idle`: that `nice` value. Where the worker has a core
+    to itself, none of this changes anything.
     """
 
     RAISE_LAG = 0.5
     LOWER_LAG = 0.05
+    FALLBACK_NICE = 10
 
     def __init__(self, policy: str | int) -> None:
         self.policy = policy
@@ -154,19 +156,27 @@ class Priority:
         self._warned = False
 
     def lower(self) -> None:
-        if self.policy == "idle":
-            self._may_raise = can_leave_idle()
-            if not self._may_raise:
-                log.info(
-                    "streamtap: the worker runs at idle CPU priority and may not leave it (%s); while every "
-                    "CPU is busy, recording waits",
-                    _HOW_TO_RAISE,
-                )
+        if self.policy != "idle":
+            self._nice(int(self.policy))
+            return
+        self._may_raise = can_leave_idle()
+        if self._may_raise:
             self._set(os.SCHED_IDLE)
-        else:
-            with contextlib.suppress(OSError, ValueError):
-                for tid in _threads():
-                    os.setpriority(os.PRIO_PROCESS, tid, int(self.policy))
+            return
+        nice = max(self.FALLBACK_NICE, os.getpriority(os.PRIO_PROCESS, 0))
+        log.info(
+            "streamtap: the worker could not come back from idle CPU priority (%s), so it runs at nice %d: "
+            "while every CPU is busy, it gets a share of one",
+            _HOW_TO_RAISE,
+            nice,
+        )
+        self._nice(nice)
+
+    @staticmethod
+    def _nice(value: int) -> None:
+        for tid in _threads():
+            with contextlib.suppress(OSError, ValueError):  # a thread that just ended; a value not permitted
+                os.setpriority(os.PRIO_PROCESS, tid, value)
 
     def follow(self, lag: float) -> None:
         """Called with how far behind the proxy the worker is, in seconds."""
@@ -202,10 +212,7 @@ class Priority:
         return ok
 
 
-_HOW_TO_RAISE = (
-    "it needs CAP_SYS_NICE outside a user namespace, e.g. docker run --cap-add SYS_NICE; or "
-    "STREAMTAP_WORKER_PRIORITY=10 for a fixed nice instead"
-)
+_HOW_TO_RAISE = "it needs CAP_SYS_NICE outside a user namespace, e.g. docker run --cap-add SYS_NICE"
 
 
 def can_leave_idle() -> bool:
