@@ -22,7 +22,7 @@ from typing import Any
 from . import capacity as cap
 from . import latency as lat
 from .mock_proc import MockProcess
-from .procs import REPO, BareMitmproxy, Foreign, Proc, StreamtapProxy
+from .procs import REPO, BareMitmproxy, Foreign, Proc, StreamtapProxy, split_cpus
 from .stats import fmt, summary, table
 
 
@@ -109,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds <= 0:
         return 0
 
-    cpus = sorted(os.sched_getaffinity(0))
-    client, proxy_cpu = ({cpus[0]}, cpus[1]) if len(cpus) > 1 else (None, None)
+    client, proxy_cpu = split_cpus()
     cfg = lat.LatencyConfig(
         levels=(args.streams,),
         chunks=args.chunks,

@@ -38,6 +38,15 @@ def _port_open(port: int) -> bool:
 CPUS = frozenset(os.sched_getaffinity(0))
 
 
+def split_cpus() -> tuple[set[int] | None, int | None]:
+    """(the CPUs for the load client and the mock, the CPU for the proxy under test); (None, None) on one
+    CPU."""
+    mine = sorted(os.sched_getaffinity(0))
+    if len(mine) < 2:
+        return None, None
+    return {mine[0]}, mine[1]
+
+
 def pin(cpu: int | None) -> list[str]:
     """A `taskset -c CPU` prefix, when taskset exists and the CPU is ours to use."""
     if cpu is None or shutil.which("taskset") is None or cpu not in CPUS:

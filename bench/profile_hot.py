@@ -24,7 +24,7 @@ from .latency import Path as BenchPath
 from .latency import warm_up
 from .load import run_load
 from .mock_proc import MockProcess
-from .procs import StreamtapProxy, cpu_seconds
+from .procs import StreamtapProxy, cpu_seconds, split_cpus
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^:()]+)(?::(?P<line>\d+))?\)$")
 PACKAGES = (
@@ -129,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(pyspy).exists():
         print("py-spy not found: pip install py-spy", file=sys.stderr)
         return 1
-    cpus = sorted(os.sched_getaffinity(0))
-    client, proxy_cpu = ({cpus[0]}, cpus[1]) if len(cpus) > 1 else (None, None)
+    client, proxy_cpu = split_cpus()
     with tempfile.TemporaryDirectory(prefix="streamtap-profile-") as tmp:
         workdir = Path(tmp)
         if client:

@@ -23,7 +23,7 @@ from . import latency as lat
 from . import recorder_bench as rb
 from .mock_proc import MockProcess
 from .peers import LiteLLMProxy, ensure_litellm
-from .procs import BENCH, BareMitmproxy, Foreign, Proc, StreamtapProxy, calibrate, machine
+from .procs import BENCH, BareMitmproxy, Foreign, Proc, StreamtapProxy, calibrate, machine, split_cpus
 from .report import Results, render, render_quick
 
 
@@ -73,14 +73,6 @@ def _log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _cpus() -> tuple[set[int] | None, int | None]:
-    """(CPUs for the client and the mock, the CPU for the proxy under test)."""
-    mine = sorted(os.sched_getaffinity(0))
-    if len(mine) < 2:
-        return None, None
-    return {mine[0]}, mine[1]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
@@ -95,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out if args.out else (BENCH / "results.md" if mode is FULL else None)
 
     began = time.monotonic()
-    client_cpus, proxy_cpu = _cpus()
+    client_cpus, proxy_cpu = split_cpus()
     res = Results(mode=mode.name, date=datetime.now(UTC), machine=machine(), load_before=os.getloadavg())
     res.notes.append(
         f"calibration: {calibrate(proxy_cpu):.1f} ms for a fixed Python workload (`procs.calibrate`) on the "

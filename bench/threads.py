@@ -24,7 +24,7 @@ from .ab import _env, _variants
 from .capacity import _catch_up
 from .load import run_load
 from .mock_proc import MockProcess
-from .procs import BareMitmproxy, Proc, StreamtapProxy, tree
+from .procs import BareMitmproxy, Proc, StreamtapProxy, split_cpus, tree
 from .stats import fmt, table
 
 
@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     variants = _variants(args.variant or ["streamtap="])
 
-    cpus = sorted(os.sched_getaffinity(0))
-    client, proxy_cpu = ({cpus[0]}, cpus[1]) if len(cpus) > 1 else (None, None)
+    client, proxy_cpu = split_cpus()
     with tempfile.TemporaryDirectory(prefix="streamtap-threads-") as tmp:
         workdir = Path(tmp)
         if client:
