@@ -233,6 +233,12 @@ def can_leave_idle() -> bool:
     probe = threading.Thread(target=attempt, name="streamtap-priority-probe")
     probe.start()
     probe.join()
+    # join() returns a moment before the thread is gone; until then, threads listed for a priority change
+    # would include it (at idle priority, where it may have been left)
+    task = f"/proc/self/task/{probe.native_id}"
+    gone = time.monotonic() + 1.0
+    while probe.native_id and os.path.exists(task) and time.monotonic() < gone:
+        time.sleep(0.001)
     return answer == [True]
 
 
