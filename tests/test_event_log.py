@@ -147,3 +147,19 @@ def test_stored_and_read_back(tmp_path: Path) -> None:
         (e.seq, e.t_ms, e.gap_ms, e.kind, e.raw, e.event, e.tokens) for e in record.events
     ]
     engine.dispose()
+
+
+def test_a_callers_bytearray_is_never_changed() -> None:
+    """The padding after the last event joins it in the log, not in the buffer the caller handed over."""
+    start = StreamStart(
+        "b", datetime(2026, 11, 24, tzinfo=UTC), "POST", "https://h/v1", "h", "/v1", None, None, "t"
+    )
+    tap = StreamTap(start, 0.0)
+    tap.response_headers(0.001, 200, "text/event-stream", None)
+    tap.feed(b"data: {}\n\n", 0.002)
+    chunk = bytearray(b'data: {"a": 1}\n\n')
+    tap.feed(chunk, 0.003)
+    tap.feed(b"\n", 0.004)
+    record = tap.finish(0.005)
+    assert chunk == bytearray(b'data: {"a": 1}\n\n')
+    assert record.events[-1].raw == b'data: {"a": 1}\n\n\n'

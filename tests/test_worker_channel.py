@@ -270,6 +270,17 @@ class TestWorker:
         assert "\n" not in message
         assert "a-file" in message  # names the database, or the path it could not create
 
+    def test_bad_worker_priority(self, tmp_path: Path) -> None:
+        # STREAMTAP_WORKER_PRIORITY=low: refused at start, in one line, instead of a worker that dies after
+        # saying it is ready and is started again and again
+        channel = WorkerChannel(config(f"sqlite:///{tmp_path}/p.db", priority="low"), start_timeout=30)
+        with pytest.raises(ConfigError) as info:
+            channel.start()
+        message = str(info.value)
+        assert "\n" not in message
+        assert "STREAMTAP_WORKER_PRIORITY" in message and "'low'" in message
+        assert channel.worker_pid is None
+
     def test_unreachable_postgresql(self) -> None:
         port = free_port()
         channel = WorkerChannel(config(f"postgresql://streamtap:secret@127.0.0.1:{port}/x"), start_timeout=30)

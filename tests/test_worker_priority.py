@@ -12,6 +12,9 @@ import textwrap
 
 import pytest
 
+from streamtap.errors import ConfigError
+from streamtap.worker import Priority
+
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SCHED_IDLE is Linux's")
 
 # Runs Priority("idle") through lower(), follow(behind), follow(behind) again, follow(caught up), with a
@@ -102,3 +105,16 @@ def test_without_the_right_to_leave_idle_it_runs_at_nice_10_and_says_so(prefix: 
     (start_level, start), (level, behind) = got["log"]  # behind twice: one warning
     assert start_level == "INFO" and "nice 10" in start and "CAP_SYS_NICE" in start
     assert level == "WARNING" and "1.0 s behind" in behind and "--cap-add SYS_NICE" in behind
+
+
+@pytest.mark.parametrize(
+    ("value", "policy"), [("idle", "idle"), (" IDLE ", "idle"), ("10", 10), (-5, -5), ("19", 19)]
+)
+def test_priority_values(value: str | int, policy: str | int) -> None:
+    assert Priority(value).policy == policy
+
+
+@pytest.mark.parametrize("value", ["low", "", "10.5", "20", "-21"])
+def test_a_priority_that_is_neither_is_a_config_error(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"^STREAMTAP_WORKER_PRIORITY must be idle or a nice value"):
+        Priority(value)

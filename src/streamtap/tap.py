@@ -168,7 +168,8 @@ class StreamTap:
                     # blank lines after the last event belong to it (alone, they are all the body had)
                     *fields, end = rows[-1]
                     rows[-1] = (*fields, end + len(raw))
-                    self._raws[-1] += raw
+                    # a new object: a caller's bytearray stays as it was
+                    self._raws[-1] = self._raws[-1] + raw
                     self._size += len(raw)
                     continue
                 data = None

@@ -28,7 +28,7 @@ import threading
 import time
 from typing import IO, Any
 
-from .errors import StreamtapError
+from .errors import ConfigError, StreamtapError
 
 log = logging.getLogger("streamtap")
 
@@ -150,7 +150,7 @@ class Priority:
     FALLBACK_NICE = 10
 
     def __init__(self, policy: str | int) -> None:
-        self.policy = policy
+        self.policy: str | int = _policy(policy)
         self.raised = False
         self._may_raise = True  # until lower() finds otherwise, or raising fails
         self._warned = False
@@ -215,6 +215,22 @@ class Priority:
 _HOW_TO_RAISE = "it needs CAP_SYS_NICE outside a user namespace, e.g. docker run --cap-add SYS_NICE"
 
 
+def _policy(value: str | int) -> str | int:
+    """`idle`, or a nice value from -20 to 19 (STREAMTAP_WORKER_PRIORITY); ConfigError for anything else."""
+    text = str(value).strip().lower()
+    if text == "idle":
+        return "idle"
+    try:
+        nice = int(text)
+    except ValueError:
+        nice = None
+    if nice is None or not -20 <= nice <= 19:
+        raise ConfigError(
+            f"STREAMTAP_WORKER_PRIORITY must be idle or a nice value from -20 to 19, not {value!r}"
+        )
+    return nice
+
+
 def can_leave_idle() -> bool:
     """Whether this process's threads may return from SCHED_IDLE to normal priority. Asked of the kernel
     itself, by a thread that tries: the rules (CAP_SYS_NICE, or an RLIMIT_NICE that permits the nice value)
@@ -273,6 +289,7 @@ def main() -> int:
     if not isinstance(config, dict):
         return 2
     try:
+        priority = Priority(config.get("priority", "idle"))
         worker = Worker(config)
     except StreamtapError as e:
         stdout.write(f"error: {e}\n".encode())
@@ -285,7 +302,6 @@ def main() -> int:
         return 1
     stdout.write(b"ready\n")
     stdout.flush()
-    priority = Priority(config.get("priority", "idle"))
     priority.lower()
     # As in the proxy: what is loaded by now lives as long as the process; full collections skip it.
     gc.freeze()
