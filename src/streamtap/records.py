@@ -155,18 +155,20 @@ class StreamRecord:
 def token_gaps(events: Sequence[EventRecord]) -> list[float]:
     """The gaps between consecutive token-carrying events: what `stats`, the dashboard's gap histogram and
     the Prometheus histogram sample (the event pack keeps them as `token_gaps_ms`)."""
-    if type(events) is EventLog:
-        times = [row[0] for row in events.rows if row[4]]
-    else:
-        times = [e[1] for e in events if e[7]]  # t_ms of the events with tokens (by index: a third faster)
+    times = _token_times(events)
     return list(map(operator.sub, times[1:], times[:-1]))
 
 
 def token_event_count(events: Sequence[EventRecord]) -> int:
     """How many of the events carried tokens."""
-    if type(events) is EventLog:
-        return sum(1 for row in events.rows if row[4])
-    return sum(1 for e in events if e[7])
+    return len(_token_times(events))
+
+
+def _token_times(events: Sequence[EventRecord]) -> list[float]:
+    """t_ms of the events that carried tokens, read by index (a third faster than by name)."""
+    if type(events) is EventLog:  # its rows: no EventRecords made
+        return [row[0] for row in events.rows if row[4]]
+    return [e[1] for e in events if e[7]]
 
 
 _new = tuple.__new__
@@ -176,11 +178,11 @@ _KINDS = {kind.value: kind for kind in EventKind}
 class EventLog(Sequence[EventRecord]):
     """A stream's events as the tap collects them, in the layout the event pack stores (`db.packs`).
 
-    `rows` holds one `(t_ms, gap_ms, kind, event, tokens, start, end)` per event, `kind` as its plain value
-    and `raw[start:end]` the event's bytes in the body; `raws` and `datas` each event's bytes and data. Read
-    as a sequence it gives `EventRecord`s, made when first asked for; the recorder stores the rows as they
-    are, so a stream's events cost the tap one small tuple each and the pack no transposing. It compares
-    equal to any sequence of the same `EventRecord`s.
+    `rows` holds one `(t_ms, gap_ms, kind, event, tokens, start, end)` per event, `kind` its `EventKind`
+    (orjson writes its value) and `raw[start:end]` the event's bytes in the body; `raws` and `datas` each
+    event's bytes and data. Read as a sequence it gives `EventRecord`s, made when first asked for; the
+    recorder stores the rows as they are, so a stream's events cost the tap one small tuple each and the
+    pack no transposing. It compares equal to any sequence of the same `EventRecord`s.
     """
 
     __slots__ = ("_records", "datas", "raws", "rows")

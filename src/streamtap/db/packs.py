@@ -34,19 +34,23 @@ def pack(stream_id: str, events: Sequence[EventRecord]) -> tuple[Any, ...] | Non
     if type(events) is EventLog:  # the tap's own rows are the layout already
         rows = events.rows
         if any(row[3] and "\x00" in row[3] for row in rows):
-            rows = [(*row[:3], row[3] and row[3].replace("\x00", "\ufffd"), *row[4:]) for row in rows]
+            rows = [(*row[:3], _name_text(row[3]), *row[4:]) for row in rows]
         return stream_id, _dumps(rows).decode(), b"".join(events.raws), _dumps(token_gaps(events)).decode()
     _, t_ms, gap_ms, kind, _, raws, names, tokens = zip(*events, strict=True)
     ends = list(itertools.accumulate(map(len, raws)))
     if any(names):
-        # PostgreSQL text cannot hold NUL (and the view reads names as text): replaced on every backend
-        names = tuple(n.replace("\x00", "\ufffd") if n else n for n in names)
+        names = tuple(map(_name_text, names))
     return (
         stream_id,
         _dumps(list(zip(t_ms, gap_ms, kind, names, tokens, [0, *ends[:-1]], ends, strict=True))).decode(),
         b"".join(raws),
         _dumps(token_gaps(events)).decode(),
     )
+
+
+def _name_text(name: str | None) -> str | None:
+    # PostgreSQL text cannot hold NUL (and the view reads names as text): replaced on every backend
+    return name.replace("\x00", "\ufffd") if name else name
 
 
 def unpack(events: list[list[Any]], raw: bytes) -> list[Unpacked]:
