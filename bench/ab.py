@@ -14,15 +14,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from . import capacity as cap
 from . import latency as lat
-from .mock_proc import MockProcess
-from .procs import REPO, BareMitmproxy, Foreign, Proc, StreamtapProxy, split_cpus
+from .procs import REPO, BareMitmproxy, Foreign, StreamtapProxy, harness
 from .stats import fmt, summary, table
 
 
@@ -109,97 +107,87 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds <= 0:
         return 0
 
-    client, proxy_cpu = split_cpus()
     cfg = lat.LatencyConfig(
         levels=(args.streams,),
         chunks=args.chunks,
         duration={args.streams: args.seconds * args.rounds},
         rounds=args.rounds,
     )
-    with tempfile.TemporaryDirectory(prefix="streamtap-ab-") as tmp:
-        workdir = Path(tmp)
-        if client:
-            os.sched_setaffinity(0, client)
-        mock = MockProcess(cpus=client).start()
-        procs: list[Proc] = []
-        try:
-            if not args.no_bare:
-                procs.append(BareMitmproxy(mock.url, workdir, cpu=proxy_cpu))
-            dbs = {}
-            for name, src in variants.items():
-                dbs[name] = f"sqlite:///{workdir}/{name}.db"
-                procs.append(StreamtapProxy(mock.url, workdir, dbs[name], proxy_cpu, _env(src), name=name))
-            for p in procs:
-                if args.probe:
-                    p.enable_probe()
-                p.launch()
-            for p in procs:
-                p.wait_up()
-            paths = [lat.Path(p.name, p.url, p.pid) for p in procs]
-            lat.warm_up(mock, paths)
-            since = lat.now_utc()
-            noise = Foreign([mock.pid, *(p.pid for p in procs)])
-            t0 = time.monotonic()
+    with harness("streamtap-ab-") as h:
+        workdir, mock, procs, proxy_cpu = h.workdir, h.mock, h.procs, h.proxy_cpu
+        if not args.no_bare:
+            procs.append(BareMitmproxy(mock.url, workdir, cpu=proxy_cpu))
+        dbs = {}
+        for name, src in variants.items():
+            dbs[name] = f"sqlite:///{workdir}/{name}.db"
+            procs.append(StreamtapProxy(mock.url, workdir, dbs[name], proxy_cpu, _env(src), name=name))
+        for p in procs:
             if args.probe:
-                for p in procs:
-                    p.probe_start()
-            samples = lat.measure(mock, paths, cfg)[args.streams]
-            probes = {p.name: p.probe_read() for p in procs} if args.probe else {}
-            share = noise.share()
-            print(
-                f"{args.rounds} interleaved rounds x {args.seconds:g}s per path at {args.streams} streams "
-                f"({time.monotonic() - t0:.0f}s); other processes used {share * 100:.0f}% of the machine "
-                "meanwhile\n"
-            )
-            stats = {n: lat.summarize(s) for n, s in samples.items()}
-            recorded = {}
-            for name in variants:
-                lat.wait_recorded(dbs[name], since, samples[name].streams)
-                recorded[name] = lat.recorded_errors(dbs[name], samples[name].entries, since)
-            keys = [
-                ("event latency p50 (ms)", "lat_p50", 3),
-                ("event latency p99 (ms)", "lat_p99", 3),
-                ("event latency p99.9 (ms)", "lat_p99.9", 3),
-                ("longest stall (ms)", "lat_max", 3),
-                ("added TTFT p50 (ms)", "ttft_p50", 3),
-                ("added TTFT p99 (ms)", "ttft_p99", 3),
-                ("proxy CPU per event (µs)", "cpu_us_per_event", 1),
-                ("events", "events", 0),
-            ]
-            rows = [[label, *(fmt(stats[p.name][key], d) for p in paths)] for label, key, d in keys]
-            for label, key, p in (
-                ("recorded TTFT error p50 (ms)", "ttft_err_ms", 50),
-                ("recorded TTFT error p99 (ms)", "ttft_err_ms", 99),
-                ("|recorded gap error| p99 (ms)", "gap_err_ms", 99),
-            ):
-                cells = []
-                for path in paths:
-                    rec = recorded.get(path.name)
-                    cells.append(fmt(summary(rec[key])[f"p{p}"]) if rec and rec[key] else "-")
-                rows.append([label, *cells])
-            if probes:
-                rows += _probe_rows(paths, probes)
-            print(table(["figure", *(p.name for p in paths)], rows))
-            if args.capacity:
-                print()
-                ramps = list(cap.ramps(mock, paths, cap.CapacityConfig()).values())
-                cap_rows = []
-                for r in ramps:
-                    best = r.capacity
-                    levels = ", ".join(
-                        f"{lv.concurrency}→{lv.delivered:.0f} ({lv.growth * 100:+.0f}%)" for lv in r.levels
-                    )
-                    cpu = fmt(best.cpu_us_per_event, 1) if best else "-"
-                    delivered = (
-                        (f"≥ {best.delivered:.0f}" if r.capped else f"{best.delivered:.0f}") if best else "-"
-                    )
-                    cap_rows.append([r.path, delivered, cpu, fmt(r.cpu_bound, 0), levels])
-                header = ["path", "capacity (ev/s)", "CPU per event there (µs)", "events/s per CPU", "levels"]
-                print(table(header, cap_rows))
-        finally:
+                p.enable_probe()
+            p.launch()
+        for p in procs:
+            p.wait_up()
+        paths = [lat.Path(p.name, p.url, p.pid) for p in procs]
+        lat.warm_up(mock, paths)
+        since = lat.now_utc()
+        noise = Foreign([mock.pid, *(p.pid for p in procs)])
+        t0 = time.monotonic()
+        if args.probe:
             for p in procs:
-                p.stop()
-            mock.stop()
+                p.probe_start()
+        samples = lat.measure(mock, paths, cfg)[args.streams]
+        probes = {p.name: p.probe_read() for p in procs} if args.probe else {}
+        share = noise.share()
+        print(
+            f"{args.rounds} interleaved rounds x {args.seconds:g}s per path at {args.streams} streams "
+            f"({time.monotonic() - t0:.0f}s); other processes used {share * 100:.0f}% of the machine "
+            "meanwhile\n"
+        )
+        stats = {n: lat.summarize(s) for n, s in samples.items()}
+        recorded = {}
+        for name in variants:
+            lat.wait_recorded(dbs[name], since, samples[name].streams)
+            recorded[name] = lat.recorded_errors(dbs[name], samples[name].entries, since)
+        keys = [
+            ("event latency p50 (ms)", "lat_p50", 3),
+            ("event latency p99 (ms)", "lat_p99", 3),
+            ("event latency p99.9 (ms)", "lat_p99.9", 3),
+            ("longest stall (ms)", "lat_max", 3),
+            ("added TTFT p50 (ms)", "ttft_p50", 3),
+            ("added TTFT p99 (ms)", "ttft_p99", 3),
+            ("proxy CPU per event (µs)", "cpu_us_per_event", 1),
+            ("events", "events", 0),
+        ]
+        rows = [[label, *(fmt(stats[p.name][key], d) for p in paths)] for label, key, d in keys]
+        for label, key, p in (
+            ("recorded TTFT error p50 (ms)", "ttft_err_ms", 50),
+            ("recorded TTFT error p99 (ms)", "ttft_err_ms", 99),
+            ("|recorded gap error| p99 (ms)", "gap_err_ms", 99),
+        ):
+            cells = []
+            for path in paths:
+                rec = recorded.get(path.name)
+                cells.append(fmt(summary(rec[key])[f"p{p}"]) if rec and rec[key] else "-")
+            rows.append([label, *cells])
+        if probes:
+            rows += _probe_rows(paths, probes)
+        print(table(["figure", *(p.name for p in paths)], rows))
+        if args.capacity:
+            print()
+            ramps = list(cap.ramps(mock, paths, cap.CapacityConfig()).values())
+            cap_rows = []
+            for r in ramps:
+                best = r.capacity
+                levels = ", ".join(
+                    f"{lv.concurrency}→{lv.delivered:.0f} ({lv.growth * 100:+.0f}%)" for lv in r.levels
+                )
+                cpu = fmt(best.cpu_us_per_event, 1) if best else "-"
+                delivered = (
+                    (f"≥ {best.delivered:.0f}" if r.capped else f"{best.delivered:.0f}") if best else "-"
+                )
+                cap_rows.append([r.path, delivered, cpu, fmt(r.cpu_bound, 0), levels])
+            header = ["path", "capacity (ev/s)", "CPU per event there (µs)", "events/s per CPU", "levels"]
+            print(table(header, cap_rows))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -11,11 +12,16 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from .mock_proc import MockProcess
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -45,6 +51,36 @@ def split_cpus() -> tuple[set[int] | None, int | None]:
     if len(mine) < 2:
         return None, None
     return {mine[0]}, mine[1]
+
+
+@dataclass
+class Harness:
+    """What every bench entry point sets up: a work directory, the mock on the client's CPU, and the
+    proxies started in it (`procs`, stopped on the way out)."""
+
+    workdir: Path
+    mock: MockProcess
+    client_cpus: set[int] | None
+    proxy_cpu: int | None
+    procs: list[Proc] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def harness(prefix: str) -> Iterator[Harness]:
+    """A temporary work directory; this process (the load client) and the mock pinned to the first CPU, the
+    proxies to go on the second (`split_cpus`); on the way out, every proxy in `procs` and the mock stop."""
+    client, proxy_cpu = split_cpus()
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        if client:
+            os.sched_setaffinity(0, client)
+        mock = MockProcess(cpus=client).start()
+        h = Harness(Path(tmp), mock, client, proxy_cpu)
+        try:
+            yield h
+        finally:
+            for p in h.procs:
+                p.stop()
+            mock.stop()
 
 
 def pin(cpu: int | None) -> list[str]:
@@ -91,18 +127,25 @@ def cpu_seconds(pid: int) -> float:
     A descendant that exits takes its CPU time along: measure while they run.
     """
     total = 0
-    for p in tree(pid):
+    for _, _, task in tasks(pid):
         try:
-            tasks = os.listdir(f"/proc/{p}/task")
+            with open(f"{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended meanwhile
+    return total / 1e9
+
+
+def tasks(pid: int) -> Iterator[tuple[int, bool, str]]:
+    """Every live thread of `pid` and its descendants: (the process's place in `tree`, whether the thread is
+    its process's main thread, the thread's /proc directory)."""
+    for i, p in enumerate(tree(pid)):
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
         except OSError:
             continue
-        for tid in tasks:
-            try:
-                with open(f"/proc/{p}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                continue  # the thread ended meanwhile
-    return total / 1e9
+        for tid in tids:
+            yield i, tid == str(p), f"/proc/{p}/task/{tid}"
 
 
 def _busy_seconds() -> float:

@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from .latency import Path as BenchPath
 from .latency import warm_up
 from .load import run_load
-from .mock_proc import MockProcess
-from .procs import StreamtapProxy, cpu_seconds, split_cpus
+from .procs import StreamtapProxy, cpu_seconds, harness
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^:()]+)(?::(?P<line>\d+))?\)$")
 PACKAGES = (
@@ -129,68 +126,60 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(pyspy).exists():
         print("py-spy not found: pip install py-spy", file=sys.stderr)
         return 1
-    client, proxy_cpu = split_cpus()
-    with tempfile.TemporaryDirectory(prefix="streamtap-profile-") as tmp:
-        workdir = Path(tmp)
-        if client:
-            os.sched_setaffinity(0, client)
-        mock = MockProcess(cpus=client).start()
-        proxy = (
-            StreamtapProxy(mock.url, workdir, f"sqlite:///{workdir}/p.db", cpu=proxy_cpu).launch().wait_up()
+    with harness("streamtap-profile-") as h:
+        workdir, mock = h.workdir, h.mock
+        proxy = StreamtapProxy(mock.url, workdir, f"sqlite:///{workdir}/p.db", cpu=h.proxy_cpu)
+        h.procs.append(proxy)
+        proxy.launch().wait_up()
+        path = BenchPath("streamtap", proxy.url, proxy.pid)
+        warm_up(mock, [path])
+        raw = args.out or workdir / "stacks.txt"
+        spy = subprocess.Popen(
+            [
+                pyspy,
+                "record",
+                "--pid",
+                str(proxy.pid),
+                "--threads",
+                "-r",
+                str(args.rate),
+                "-d",
+                str(int(args.seconds) + 1),
+                "-f",
+                "raw",
+                "-o",
+                str(raw),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
-        try:
-            path = BenchPath("streamtap", proxy.url, proxy.pid)
-            warm_up(mock, [path])
-            raw = args.out or workdir / "stacks.txt"
-            spy = subprocess.Popen(
-                [
-                    pyspy,
-                    "record",
-                    "--pid",
-                    str(proxy.pid),
-                    "--threads",
-                    "-r",
-                    str(args.rate),
-                    "-d",
-                    str(int(args.seconds) + 1),
-                    "-f",
-                    "raw",
-                    "-o",
-                    str(raw),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            time.sleep(0.5)
-            cpu0, t0 = cpu_seconds(proxy.pid), time.monotonic()
-            req = path.request(chunks=50, gap_ms=20, ttft_ms=20)
-            load = run_load(
-                url=path.url,
-                request=req,
-                concurrency=args.streams,
-                duration=args.seconds,
-                stagger=1.02,
-                warm=path.request(chunks=1, gap_ms=0, ttft_ms=0),
-            )
-            events = sum(len(r.events) for r in load.results)
-            used = cpu_seconds(proxy.pid) - cpu0
-            wall = time.monotonic() - t0
-            _, err = spy.communicate(timeout=60)
-            print(
-                f"{events} events in {wall:.1f}s ({events / wall:.0f}/s) through streamtap "
-                f"at {args.streams} streams;"
-            )
-            print(
-                f"proxy CPU {used:.2f}s = {used / events * 1e6:.1f} µs per event "
-                f"({used / wall * 100:.0f}% of a CPU)\n"
-            )
-            if spy.returncode != 0:
-                print(err.decode(errors="replace"), file=sys.stderr)
-                return 1
-            print(summarize(raw))
-        finally:
-            proxy.stop()
-            mock.stop()
+        time.sleep(0.5)
+        cpu0, t0 = cpu_seconds(proxy.pid), time.monotonic()
+        req = path.request(chunks=50, gap_ms=20, ttft_ms=20)
+        load = run_load(
+            url=path.url,
+            request=req,
+            concurrency=args.streams,
+            duration=args.seconds,
+            stagger=1.02,
+            warm=path.request(chunks=1, gap_ms=0, ttft_ms=0),
+        )
+        events = sum(len(r.events) for r in load.results)
+        used = cpu_seconds(proxy.pid) - cpu0
+        wall = time.monotonic() - t0
+        _, err = spy.communicate(timeout=60)
+        print(
+            f"{events} events in {wall:.1f}s ({events / wall:.0f}/s) through streamtap "
+            f"at {args.streams} streams;"
+        )
+        print(
+            f"proxy CPU {used:.2f}s = {used / events * 1e6:.1f} µs per event "
+            f"({used / wall * 100:.0f}% of a CPU)\n"
+        )
+        if spy.returncode != 0:
+            print(err.decode(errors="replace"), file=sys.stderr)
+            return 1
+        print(summarize(raw))
     return 0
 
 

@@ -11,7 +11,6 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +22,17 @@ from . import latency as lat
 from . import recorder_bench as rb
 from .mock_proc import MockProcess
 from .peers import LiteLLMProxy, ensure_litellm
-from .procs import BENCH, BareMitmproxy, Foreign, Proc, StreamtapProxy, calibrate, machine, split_cpus
+from .procs import (
+    BENCH,
+    BareMitmproxy,
+    Foreign,
+    Proc,
+    StreamtapProxy,
+    calibrate,
+    harness,
+    machine,
+    split_cpus,
+)
 from .report import Results, render, render_quick
 
 
@@ -98,18 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         if client_cpus
         else "pinning: none (fewer than 2 CPUs)"
     )
-    with tempfile.TemporaryDirectory(prefix="streamtap-bench-") as tmp:
-        workdir = Path(tmp)
-        if client_cpus:
-            os.sched_setaffinity(0, client_cpus)
-        mock = MockProcess(cpus=client_cpus).start()
-        procs: list[Proc] = []
-        try:
-            _run(mode, args.peers, skip, res, mock, procs, workdir, proxy_cpu, client_cpus)
-        finally:
-            for p in procs:
-                p.stop()
-            mock.stop()
+    with harness("streamtap-bench-") as h:
+        _run(mode, args.peers, skip, res, h.mock, h.procs, h.workdir, proxy_cpu, client_cpus)
     res.load_after = os.getloadavg()
     res.seconds = time.monotonic() - began
     text = render_quick(res) if mode is QUICK else render(res)

@@ -12,41 +12,30 @@ kernel knows them: Python 3.12 does not name its threads there, so streamtap's s
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from collections import defaultdict
-from pathlib import Path
 
 from . import latency as lat
 from .ab import _env, _variants
 from .capacity import _catch_up
 from .load import run_load
-from .mock_proc import MockProcess
-from .procs import BareMitmproxy, Proc, StreamtapProxy, split_cpus, tree
+from .procs import BareMitmproxy, StreamtapProxy, harness, tasks
 from .stats import fmt, table
 
 
 def thread_seconds(pid: int) -> dict[str, float]:
     """CPU seconds of every live thread of `pid` and its descendants, by role: 'proxy: main', ..."""
     out: dict[str, float] = defaultdict(float)
-    for i, p in enumerate(tree(pid)):
-        role = "proxy" if i == 0 else "worker"
+    for i, main, task in tasks(pid):
         try:
-            tids = os.listdir(f"/proc/{p}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{p}/task/{tid}/comm") as f:
-                    name = f.read().strip()
-                with open(f"/proc/{p}/task/{tid}/schedstat") as f:
-                    ns = int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                continue
-            label = "main" if tid == str(p) else name
-            out[f"{role}: {label}"] += ns / 1e9
+            with open(f"{task}/comm") as f:
+                name = f.read().strip()
+            with open(f"{task}/schedstat") as f:
+                ns = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended meanwhile
+        out[f"{'proxy' if i == 0 else 'worker'}: {'main' if main else name}"] += ns / 1e9
     return out
 
 
@@ -61,68 +50,59 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     variants = _variants(args.variant or ["streamtap="])
 
-    client, proxy_cpu = split_cpus()
-    with tempfile.TemporaryDirectory(prefix="streamtap-threads-") as tmp:
-        workdir = Path(tmp)
-        if client:
-            os.sched_setaffinity(0, client)
-        mock = MockProcess(cpus=client).start()
-        procs: list[Proc] = [BareMitmproxy(mock.url, workdir, cpu=proxy_cpu)]
+    with harness("streamtap-threads-") as h:
+        mock, procs = h.mock, h.procs
+        procs.append(BareMitmproxy(mock.url, h.workdir, cpu=h.proxy_cpu))
         for name, src in variants.items():
-            db = f"sqlite:///{workdir}/{name}.db"
-            procs.append(StreamtapProxy(mock.url, workdir, db, proxy_cpu, _env(src), name=name))
-        try:
-            for p in procs:
-                p.launch()
-            for p in procs:
-                p.wait_up()
-            paths = [lat.Path(p.name, p.url, p.pid, recorded=getattr(p, "recorded", None)) for p in procs]
-            lat.warm_up(mock, paths)
-            # per path: per round, {thread: µs per event}
-            runs: dict[str, list[dict[str, float]]] = {p.name: [] for p in paths}
-            for rnd in range(args.rounds):
-                order = paths[rnd % len(paths) :] + paths[: rnd % len(paths)]
-                for path in order:
-                    assert path.pid is not None
-                    before = path.recorded() if path.recorded is not None else 0.0
-                    t0 = thread_seconds(path.pid)
-                    load = run_load(
-                        url=path.url,
-                        request=path.request(chunks=args.chunks, gap_ms=args.gap_ms, ttft_ms=0),
-                        concurrency=args.streams,
-                        duration=args.seconds,
-                        stagger=args.chunks * args.gap_ms / 1000,
-                    )
-                    if path.recorded is not None:
-                        _catch_up(path, before, len(load.results))
-                    t1 = thread_seconds(path.pid)
-                    events = sum(len(r.events) for r in load.results)
-                    runs[path.name].append(
-                        {k: (t1[k] - t0.get(k, 0.0)) / events * 1e6 for k in t1} if events else {}
-                    )
-                    mock.clear()
-                    time.sleep(0.3)
-            print(
-                f"CPU per event (µs) by thread, minimum of {args.rounds} rounds; {args.streams} streams of "
-                f"{args.chunks} events, {args.gap_ms:g} ms gaps ({args.streams * 1000 / args.gap_ms:,.0f} "
-                "events/s offered)\n"
-            )
-            names = sorted({k for rs in runs.values() for r in rs for k in r})
-            rows = []
-            for k in names:
-                cells = []
-                for p in paths:
-                    vals = [r[k] for r in runs[p.name] if k in r]
-                    cells.append(fmt(min(vals), 2) if vals and max(vals) >= 0.01 else "-")
-                rows.append([k, *cells])
-            totals = [min(sum(r.values()) for r in runs[p.name]) for p in paths]
-            rows.append(["total", *(fmt(t, 2) for t in totals)])
-            rows.append(["total / bare", *(f"{t / totals[0]:.3f}x" for t in totals)])
-            print(table(["thread", *(p.name for p in paths)], rows))
-        finally:
-            for p in procs:
-                p.stop()
-            mock.stop()
+            db = f"sqlite:///{h.workdir}/{name}.db"
+            procs.append(StreamtapProxy(mock.url, h.workdir, db, h.proxy_cpu, _env(src), name=name))
+        for p in procs:
+            p.launch()
+        for p in procs:
+            p.wait_up()
+        paths = [lat.Path(p.name, p.url, p.pid, recorded=getattr(p, "recorded", None)) for p in procs]
+        lat.warm_up(mock, paths)
+        # per path: per round, {thread: µs per event}
+        runs: dict[str, list[dict[str, float]]] = {p.name: [] for p in paths}
+        for rnd in range(args.rounds):
+            order = paths[rnd % len(paths) :] + paths[: rnd % len(paths)]
+            for path in order:
+                assert path.pid is not None
+                before = path.recorded() if path.recorded is not None else 0.0
+                t0 = thread_seconds(path.pid)
+                load = run_load(
+                    url=path.url,
+                    request=path.request(chunks=args.chunks, gap_ms=args.gap_ms, ttft_ms=0),
+                    concurrency=args.streams,
+                    duration=args.seconds,
+                    stagger=args.chunks * args.gap_ms / 1000,
+                )
+                if path.recorded is not None:
+                    _catch_up(path, before, len(load.results))
+                t1 = thread_seconds(path.pid)
+                events = sum(len(r.events) for r in load.results)
+                runs[path.name].append(
+                    {k: (t1[k] - t0.get(k, 0.0)) / events * 1e6 for k in t1} if events else {}
+                )
+                mock.clear()
+                time.sleep(0.3)
+        print(
+            f"CPU per event (µs) by thread, minimum of {args.rounds} rounds; {args.streams} streams of "
+            f"{args.chunks} events, {args.gap_ms:g} ms gaps ({args.streams * 1000 / args.gap_ms:,.0f} "
+            "events/s offered)\n"
+        )
+        names = sorted({k for rs in runs.values() for r in rs for k in r})
+        rows = []
+        for k in names:
+            cells = []
+            for p in paths:
+                vals = [r[k] for r in runs[p.name] if k in r]
+                cells.append(fmt(min(vals), 2) if vals and max(vals) >= 0.01 else "-")
+            rows.append([k, *cells])
+        totals = [min(sum(r.values()) for r in runs[p.name]) for p in paths]
+        rows.append(["total", *(fmt(t, 2) for t in totals)])
+        rows.append(["total / bare", *(f"{t / totals[0]:.3f}x" for t in totals)])
+        print(table(["thread", *(p.name for p in paths)], rows))
     return 0
 
 
