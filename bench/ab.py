@@ -188,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
                 cap_rows.append([r.path, delivered, cpu, fmt(r.cpu_bound, 0), levels])
             header = ["path", "capacity (ev/s)", "CPU per event there (µs)", "events/s per CPU", "levels"]
             print(table(header, cap_rows))
+        notes = [(p.name, line) for p in procs for line in p.output().splitlines() if "streamtap:" in line]
+        if notes:  # the worker's priority changes, drops, tap errors: what the figures above may owe to them
+            print("\nwhat the proxies said:")
+            for name, line in notes:
+                print(f"  {name}: {line.strip()}")
     return 0
 
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness import patches_compiled
 from streamtap import chat
 from streamtap.chat import ChatInterpreter
 from streamtap.semantics import Interpretation
@@ -57,6 +58,7 @@ def test_every_recording_means_the_same_with_shapes(path: Path) -> None:
     both(decode_all(path.read_bytes()))
 
 
+@patches_compiled
 @pytest.mark.parametrize(
     ("name", "at_most"),
     [
@@ -99,6 +101,7 @@ def delta_chunk(delta: str, text: str = "") -> str:
     return HEAD + delta.replace("@", text) + TAIL
 
 
+@patches_compiled
 def test_a_learned_shape_reads_the_next_chunks() -> None:
     items = [item(ROLE), item(content_chunk("Hello")), *(item(content_chunk(f" w{k}")) for k in range(20))]
     meanings, _, learning, parsed = both(items)
@@ -120,6 +123,7 @@ ESCAPED = [
 ]
 
 
+@patches_compiled
 @pytest.mark.parametrize("ascii_only", [False, True])
 def test_a_learned_shape_reads_text_with_escapes(ascii_only: bool) -> None:
     """Escaped text is decoded (as parsing would decode it), not parsed as a whole chunk."""

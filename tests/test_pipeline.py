@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from harness import patches_compiled
 from streamtap.metrics import build_metrics
 from streamtap.pipeline import BODY, CHUNK, END, HEADERS, LOST, START, TAP_ERROR, Pipeline, request_model
 from streamtap.privacy import strip_content, strip_start
@@ -348,6 +349,7 @@ class TestUnknownKeys:
 
 
 class TestTapFailure:
+    @patches_compiled
     def test_a_failing_feed_breaks_only_its_exchange(self, monkeypatch: pytest.MonkeyPatch) -> None:
         rng = random.Random(10)
         body = (CORPUS / "openai_chat_parallel_tool_calls.sse").read_bytes()
@@ -406,6 +408,7 @@ class TestTapFailure:
         assert c.active == 0
         assert c.pipeline.open_streams == 0
 
+    @patches_compiled
     def test_a_failing_finish_loses_only_that_record(self, monkeypatch: pytest.MonkeyPatch) -> None:
         reads = partial_reads()
         original = StreamTap.finish

@@ -14,6 +14,7 @@ from typing import Any
 import brotli
 import pytest
 
+from harness import patches_compiled
 from streamtap.chat import ChatInterpreter
 from streamtap.decoding import ContentDecodingError
 from streamtap.records import EventKind, Outcome, StreamRecord, StreamStart, Usage
@@ -553,6 +554,7 @@ def event_reads(body: bytes) -> list[tuple[float, bytes]]:
     return [(0.1 + 0.01 * i, item.raw) for i, item in enumerate(decode_all(body)) if item.raw]
 
 
+@patches_compiled
 @pytest.mark.parametrize("path", sorted(CORPUS.glob("*.sse")), ids=lambda p: p.name)
 def test_a_lone_event_read_is_recorded_as_the_sse_items_would_be(
     path: Path, monkeypatch: pytest.MonkeyPatch

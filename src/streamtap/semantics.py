@@ -13,7 +13,7 @@ from .records import EventKind, ToolCall
 from .sse import ItemKind, SSEItem
 
 # Digits map to "0", every other byte to " ": a run of 19 digits is then a run of 19 "0"s.
-_DIGIT_RUNS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_DIGIT_RUNS = bytes([0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256)])
 _LONG_RUN = b"0" * 19
 
 

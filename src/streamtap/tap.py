@@ -105,13 +105,14 @@ class StreamTap:
         if self.is_sse:
             self._sse = SSEDecoder()
 
-    def feed(self, chunk: bytes, now: float) -> None:
+    def feed(self, chunk: bytes | bytearray, now: float) -> None:
         """One network read of the (encoded) body, as mitmproxy hands it over."""
         if not chunk:
             return
         self.last_byte = now
         assert self._decoder is not None, "response_headers() first"
-        data = self._decoder.feed(chunk)
+        # bytes, as the proxy's messages carry them; anything else is copied (and never changed)
+        data = self._decoder.feed(chunk if type(chunk) is bytes else bytes(chunk))
         sse = self._sse
         if sse is None:
             self._keep_body(data)

@@ -302,6 +302,9 @@ def main() -> int:
         return 1
     stdout.write(b"ready\n")
     stdout.flush()
+    from . import native
+
+    log.info("streamtap: the worker's hot path is %s", native.status)
     priority.lower()
     # As in the proxy: what is loaded by now lives as long as the process; full collections skip it.
     gc.freeze()
