@@ -160,6 +160,11 @@ class TestMakeDecoder:
         with pytest.raises(ContentDecodingError, match="unsupported content-encoding"):
             make_decoder(header)
 
+    def test_the_message_quotes_the_header_as_sent(self) -> None:
+        # lowered, "ΑΣ" reads "ας" in Python and "ασ" compiled (final sigma): neither is what was sent
+        with pytest.raises(ContentDecodingError, match="unsupported content-encoding 'ΑΣ'"):
+            make_decoder("gzip, ΑΣ")
+
 
 class TestCorruptData:
     GARBAGE = b"this body says it is compressed but it is not\n"

@@ -163,3 +163,18 @@ def test_a_callers_bytearray_is_never_changed() -> None:
     record = tap.finish(0.005)
     assert chunk == bytearray(b'data: {"a": 1}\n\n')
     assert record.events[-1].raw == b'data: {"a": 1}\n\n\n'
+
+
+def test_a_memoryview_read_is_recorded_like_bytes() -> None:
+    start = StreamStart(
+        "m", datetime(2026, 11, 24, tzinfo=UTC), "POST", "https://h/v1", "h", "/v1", None, None, "t"
+    )
+    records = []
+    for wrap in (bytes, memoryview):
+        tap = StreamTap(start, 0.0)
+        tap.response_headers(0.001, 200, "text/event-stream", None)
+        tap.feed(wrap(b'data: {"a": 1}\n\ndata: {"b"'), 0.002)
+        tap.feed(wrap(b": 2}\n\n"), 0.003)
+        records.append(tap.finish(0.004))
+    assert records[0] == records[1]
+    assert [e.raw for e in records[1].events] == [b'data: {"a": 1}\n\n', b'data: {"b": 2}\n\n']

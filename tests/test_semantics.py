@@ -40,7 +40,6 @@ def _same(text: str) -> None:
         '{"a": "\\u0000", "b": "\\ud83d\\ude00"}',
         '{"a": 1, "a": 2}',
         "[" * 5000 + "]" * 5000,  # json: RecursionError
-        "[" * 1100 + "]" * 1100,  # deeper than orjson's limit, within json's
         '{"a": 1',
         "",
         " [1] ",
@@ -49,6 +48,18 @@ def _same(text: str) -> None:
 )
 def test_like_json(text: str) -> None:
     _same(text)
+
+
+@pytest.mark.parametrize("depth", [1024, 1025, 1100, 1494, 1495, 1496, 5000])
+def test_nesting_beyond_1024_levels_is_refused_wherever_it_is_called_from(depth: int) -> None:
+    """`json` alone would read ~1,500 levels, fewer the deeper its caller's stack (compiled code calls it
+    from 3 levels deeper): one limit, orjson's, keeps the answer the same everywhere."""
+    text = '{"error":' + '{"a":' * (depth - 1) + "1" + "}" * depth
+    if depth <= 1024:
+        assert loads(text)["error"]
+    else:
+        with pytest.raises(RecursionError):
+            loads(text)
 
 
 def test_every_corpus_event() -> None:

@@ -202,6 +202,20 @@ class TestRetryField:
         items = events(decode(b"retry: 10\ndata: a\n\nretry:" + value + b"\ndata: b\n\n"))
         assert [i.retry for i in items] == [10, None]
 
+    @pytest.mark.parametrize(
+        ("value", "retry"),
+        [
+            (b"9" * 18, int("9" * 18)),
+            (b"0" * 5000 + b"25", 25),  # leading zeros: still 25
+            (b"1" + b"0" * 18, None),  # past any client's 64-bit integer
+            (b"7" * 5000, None),  # past what int() reads at once: was a ValueError, the rest of the body lost
+        ],
+        ids=["18 digits", "zeros", "19 digits", "5000 digits"],
+    )
+    def test_a_huge_value(self, value: bytes, retry: int | None) -> None:
+        items = events(decode(b"retry:" + value + b"\ndata: a\n\ndata: b\n\n"))
+        assert [(i.data, i.retry) for i in items] == [("a", retry), ("b", None)]
+
 
 class TestComments:
     # 9.2.6: "If the line starts with a U+003A COLON character (:) -> Ignore the line." The decoder still
@@ -512,3 +526,14 @@ def test_one_data_line_reads(reads: list[bytes], expected: list[tuple[str, str |
     assert [(i.data, i.id) for i in items] == expected
     assert items == events(decode(b"".join(reads)))
     assert b"".join(i.raw for i in decode(*reads)) == b"".join(reads)
+
+
+@pytest.mark.parametrize("path", SSE_FILES[:6], ids=lambda p: p.name)
+def test_a_bytearray_reads_like_bytes_and_stays_as_it_was(path: Path) -> None:
+    """Annotated `bytes | bytearray`; compiled code checks annotations, so a bytearray must work there."""
+    body = path.read_bytes()
+    copy = bytearray(body)
+    assert decode_all(copy) == decode_all(body)
+    reads = [bytearray(body[k : k + 37]) for k in range(0, len(body), 37)]
+    assert decode(*reads) == decode(*(bytes(r) for r in reads))
+    assert copy == body

@@ -341,6 +341,17 @@ class TestHttpErrors:
         error = tap.finish(T0 + 0.1).error
         assert error is not None and error.startswith("HTTP 401: invalid_api_key: Incorrect API key provided")
 
+    def test_a_bytearray_body(self) -> None:
+        body = (CORPUS / "errors/openai_http401_invalid_api_key.json").read_bytes()
+        records = []
+        for given in (body, bytearray(body)):
+            tap = StreamTap(START, T0)
+            tap.response_headers(T0, 401, "application/json", None)
+            tap.whole_body(given, T0 + 0.1)
+            records.append(tap.finish(T0 + 0.1))
+        assert records[0] == records[1]
+        assert records[1].response_body == body.decode()
+
     def test_empty_error_body(self) -> None:
         tap = StreamTap(START, T0)
         tap.response_headers(T0, 503, "text/html", None)

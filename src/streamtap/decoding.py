@@ -134,9 +134,10 @@ class ChainDecoder:
 
 def make_decoder(content_encoding: str | None) -> Decoder:
     """A decoder for a Content-Encoding header value; unknown codings raise ContentDecodingError."""
-    codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
+    tokens = [c.strip() for c in (content_encoding or "").split(",") if c.strip()]
     decoders: list[Decoder] = []
-    for coding in reversed(codings):
+    for token in reversed(tokens):
+        coding = token.lower()
         if coding in ("identity", ""):
             continue
         if coding in ("gzip", "x-gzip"):
@@ -148,7 +149,7 @@ def make_decoder(content_encoding: str | None) -> Decoder:
         elif coding == "zstd":
             decoders.append(ZstdDecoder())
         else:
-            raise ContentDecodingError(f"unsupported content-encoding {coding!r}")
+            raise ContentDecodingError(f"unsupported content-encoding {token!r}")
     if not decoders:
         return IdentityDecoder()
     if len(decoders) == 1:

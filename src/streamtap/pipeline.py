@@ -31,6 +31,7 @@ import orjson
 from .metrics import Metrics
 from .privacy import strip_content, strip_start
 from .records import Outcome, StreamRecord, StreamStart
+from .semantics import too_deep
 from .tap import StreamTap
 
 log = logging.getLogger("streamtap")
@@ -44,13 +45,16 @@ MAX_PARSED_BODY = 8 << 20  # and read for their `model` up to 8 MiB
 def request_model(body: bytes | str | None) -> str | None:
     """The `model` of a JSON request body, if it has one.
 
-    orjson reads it (a 560 KB prompt in 194 µs instead of 346); what orjson refuses (NaN, nesting
-    beyond 1024, a lone surrogate's escape) goes to `json`, which is what decides."""
+    orjson reads it (a 560 KB prompt in 194 µs instead of 346); what orjson refuses (NaN, a lone
+    surrogate's escape) goes to `json`, which is what decides. A body nested beyond orjson's 1024 levels
+    has none (`json`'s own limit depends on the caller's stack: see `semantics.loads`)."""
     if not body:
         return None
     try:
         obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as e:
+        if too_deep(e):
+            return None
         try:
             obj = json.loads(body)
         except (ValueError, RecursionError):

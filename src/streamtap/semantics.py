@@ -17,21 +17,30 @@ _DIGIT_RUNS = bytes([0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256)])
 _LONG_RUN = b"0" * 19
 
 
-def loads(text: str) -> Any:
+def loads(text: str | bytes) -> Any:
     """`json.loads(text)`, in a third of the time for an event's data: orjson where it gives the same.
 
     orjson reads an integer beyond 64 bits (19 digits and up, signed) as a float, and rejects what `json`
-    accepts beyond the standard (NaN, Infinity, lone surrogate escapes) or nests deeper than 1024: text
-    with a run of 19 digits, and anything orjson rejects, goes to `json`, so the result (or the exception:
-    ValueError, RecursionError) is always `json.loads`'s.
+    accepts beyond the standard (NaN, Infinity, lone surrogate escapes): text with a run of 19 digits, and
+    anything orjson rejects, goes to `json`, so the result (or the exception: ValueError) is `json.loads`'s.
+    One exception: nesting deeper than orjson's 1024 levels (as orjson finds it) is a RecursionError here,
+    where `json` would read up to ~1,500 levels, fewer the deeper the caller's stack (compiled: 3 fewer).
     """
-    data = text.encode()
+    data = text.encode() if isinstance(text, str) else text
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        if too_deep(e):
+            raise RecursionError("JSON nested deeper than 1024 levels") from None
+        return json.loads(text)
     if data.translate(_DIGIT_RUNS).find(_LONG_RUN) < 0:  # (`in` first tries the needle as an int: slower)
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(text)
+        return obj
+    return json.loads(text)  # exact integers
+
+
+def too_deep(error: orjson.JSONDecodeError) -> bool:
+    """Whether orjson refused a text for its nesting (past 1024 levels)."""
+    return str(error).startswith("depth limit exceeded")
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,13 +76,13 @@ class SSEDecoder:
             return value.decode("utf-8", "replace")
         return None
 
-    def feed(self, chunk: bytes) -> list[SSEItem]:
-        if not chunk:
+    def feed(self, read: bytes | bytearray) -> list[SSEItem]:
+        if not read:
             return []
+        chunk = read if type(read) is bytes else bytes(read)  # a caller's bytearray: copied, never changed
         data = self.lone_data(chunk)
         if data is not None:
-            raw = chunk if type(chunk) is bytes else bytes(chunk)
-            return [_new(SSEItem, (ItemKind.EVENT, raw, data, None, self._last_id, None))]
+            return [_new(SSEItem, (ItemKind.EVENT, chunk, data, None, self._last_id, None))]
         buf = self._buf
         buf += chunk
         if not self._started:
@@ -227,7 +227,9 @@ class SSEDecoder:
         elif name == "id" and "\0" not in value:
             self._last_id = value
         elif name == "retry" and value.isascii() and value.isdigit():
-            self._retry = int(value)
+            # past 18 digits no client's 64-bit integer holds it (and past 4,300 int() refuses): ignored
+            digits = value.lstrip("0") or "0"
+            self._retry = int(digits) if len(digits) <= 18 else None
         # any other field name is ignored, as the spec says
 
     def _dispatch(self, out: list[SSEItem]) -> None:
@@ -258,7 +260,7 @@ class SSEDecoder:
         return raw
 
 
-def decode_all(body: bytes) -> list[SSEItem]:
+def decode_all(body: bytes | bytearray) -> list[SSEItem]:
     """Decode a whole body at once (tests, import, export)."""
     decoder = SSEDecoder()
     return decoder.feed(body) + decoder.flush()

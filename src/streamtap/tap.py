@@ -6,14 +6,13 @@ readings; nothing here touches the network, the database or mitmproxy.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from .chat import error_text
 from .decoding import Decoder, make_decoder
 from .interpreters import Interpreter, api_name, interpreter_for
 from .records import EventLog, Outcome, StreamRecord, StreamStart
-from .semantics import Interpretation
+from .semantics import Interpretation, loads
 from .sse import ItemKind, SSEDecoder, SSEItem
 
 MAX_STORED_BODY = 1 << 20  # non-streamed bodies (completions, error bodies) are stored up to 1 MiB
@@ -105,7 +104,7 @@ class StreamTap:
         if self.is_sse:
             self._sse = SSEDecoder()
 
-    def feed(self, chunk: bytes | bytearray, now: float) -> None:
+    def feed(self, chunk: bytes | bytearray | memoryview, now: float) -> None:
         """One network read of the (encoded) body, as mitmproxy hands it over."""
         if not chunk:
             return
@@ -138,14 +137,14 @@ class StreamTap:
         self._sse = None
         self._items(items, self.last_byte if self.last_byte is not None else now)
 
-    def whole_body(self, body: bytes, now: float) -> None:
+    def whole_body(self, body: bytes | bytearray, now: float) -> None:
         """A response mitmproxy buffered (not an event stream): the body, already content-decoded."""
         self.last_byte = now
         self._body = bytearray(body[:MAX_STORED_BODY])
         self._decoder = None
         if self.status_code is not None and self.status_code < 400:
             try:
-                obj = json.loads(body)
+                obj = loads(bytes(body))
             except (ValueError, RecursionError):
                 return
             if isinstance(obj, dict):
@@ -264,7 +263,7 @@ class StreamTap:
             return self.chat.error
         if body_text:
             try:
-                obj: Any = json.loads(body_text)
+                obj: Any = loads(body_text)
             except (ValueError, RecursionError):
                 return f"HTTP {status}: {body_text.strip()[:2000]}"
             return f"HTTP {status}: {error_text(obj)}"
@@ -272,7 +271,7 @@ class StreamTap:
             # an error body served as text/event-stream (Gemini does this): JSON, not SSE framed
             text = b"".join(self._raws).decode("utf-8", "replace").strip()
             try:
-                return f"HTTP {status}: {error_text(json.loads(text))}"
+                return f"HTTP {status}: {error_text(loads(text))}"
             except (ValueError, RecursionError):
                 return f"HTTP {status}: {text[:2000]}"
         return f"HTTP {status}"
