@@ -70,6 +70,20 @@ def test_an_edited_source_turns_the_whole_build_off(checkout: Path) -> None:
     assert sse == str(checkout / "src" / "streamtap" / "sse.py")
 
 
+def test_streamtap_version_says_which_runs(checkout: Path) -> None:
+    def version(**env: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "streamtap", "--version"],
+            env={**os.environ, "PYTHONPATH": str(checkout / "src"), "STREAMTAP_NATIVE": "", **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    assert version().endswith("(hot path: compiled (mypyc))\n")
+    assert version(STREAMTAP_NATIVE="off").endswith("(hot path: pure Python (STREAMTAP_NATIVE=0))\n")
+
+
 def test_streamtap_native_0_turns_it_off(checkout: Path) -> None:
     status, sse = which_runs(checkout / "src", STREAMTAP_NATIVE="0")
     assert status == "pure Python (STREAMTAP_NATIVE=0)"

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from . import native
 from .durations import parse_duration
 from .errors import ConfigError, StreamtapError
 
@@ -72,7 +73,9 @@ db_option = click.option(
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="streamtap")
+@click.version_option(
+    package_name="streamtap", message=f"%(prog)s, version %(version)s (hot path: {native.status})"
+)
 def main() -> None:
     """streamtap: record, measure and inspect LLM streaming traffic through a local proxy."""
 

@@ -44,6 +44,7 @@ PACKAGE = Path(__file__).resolve().parent
 MANIFEST = "manifest.json"
 
 # why the compiled modules are (not) in use, for the worker's start-up line and `streamtap --version`
+# (set by `activate()`, which the package's import runs)
 status = "pure Python"
 
 
