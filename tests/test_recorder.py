@@ -298,6 +298,22 @@ class TestBackPressure:
         stored = {r[0] for r in _rows(sqlite_engine, "SELECT id FROM streams")}
         assert stored == {r.id for r in [records[0], *records[16:]]}
 
+    def test_lag_is_how_long_the_oldest_item_has_waited(
+        self, sqlite_engine: sa.Engine, exclusive_lock: Callable[[], None], make_record: MakeRecord
+    ) -> None:
+        """The worker raises its priority on it: a writer behind is as far behind as an interpreter."""
+        recorder = Recorder(sqlite_engine, flush_interval=0)
+        assert recorder.lag() == 0.0
+        recorder.start()
+        recorder.submit(make_record())
+        _wait_for(lambda: recorder.depth == 0)  # the writer holds it, blocked on the lock
+        time.sleep(0.2)
+        recorder.submit(make_record())
+        assert 0.2 <= recorder.lag() < 60  # the batch the writer holds is the oldest
+        exclusive_lock()
+        assert recorder.close() is True
+        assert (recorder.written, recorder.lag()) == (2, 0.0)
+
     def test_retries_until_the_database_is_back(
         self,
         sqlite_engine: sa.Engine,

@@ -29,7 +29,7 @@ from streamtap.db.engine import make_engine
 from streamtap.errors import ConfigError
 from streamtap.pipeline import CHUNK, END, HEADERS, START, TAP_ERROR
 from streamtap.records import Outcome, StreamRecord
-from streamtap.worker import frame, read_frame
+from streamtap.worker import can_leave_idle, frame, read_frame
 
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
 INSTANCE = "test-worker:8080"
@@ -378,6 +378,36 @@ class TestWorkerDeath:
 
 
 class TestOverflow:
+    @pytest.mark.skipif(not can_leave_idle(), reason="this process may not leave SCHED_IDLE")
+    def test_a_writer_behind_raises_the_priority(
+        self, db: tuple[str, Path], capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """The writer thread stuck (the database locked) while the worker's main thread keeps up: the
+        recorder's queue is what is behind, and the worker leaves idle priority for it too."""
+        url, path = db
+        channel = WorkerChannel(config(url, priority="idle"), start_timeout=30)
+        channel.start()
+        lock = sqlite3.connect(path, timeout=5, isolation_level=None)
+        try:
+            lock.execute("BEGIN EXCLUSIVE")
+            body = SSE_FILE.read_bytes()
+            put_all(channel, exchange("held", body))
+            time.sleep(1.0)  # the record waits in the recorder's queue (RAISE_LAG is 0.5 s)
+            put_all(channel, exchange("next", body))  # every frame the worker reads, it looks at its lag
+
+            err: list[str] = []
+
+            def raised() -> bool:
+                err.append(capfd.readouterr().err)
+                return "the worker runs at normal priority" in "".join(err)
+
+            wait_for(raised, 10, what="the worker to raise its priority")
+            lock.execute("COMMIT")
+        finally:
+            lock.close()
+            channel.close(timeout=10)
+        assert {outcome_of(path, "held"), outcome_of(path, "next")} == {"completed"}
+
     def test_queue_bounded_while_the_worker_is_down(self, db: tuple[str, Path]) -> None:
         max_pending = 5
         channel = WorkerChannel(config(db[0]), max_pending=max_pending, start_timeout=30)

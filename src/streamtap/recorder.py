@@ -82,6 +82,7 @@ class Recorder:
         self._on_written = on_written
         self._on_dropped = on_dropped
         self._queue: deque[Item] = deque()
+        self._holding: datetime | None = None  # when the oldest item of the writer's batch was submitted
         self._cond = threading.Condition(threading.Lock())
         self._closing = False
         self._abandon = threading.Event()
@@ -96,6 +97,17 @@ class Recorder:
     def depth(self) -> int:
         """Items waiting in the queue (not counting the batch the writer holds)."""
         return len(self._queue)
+
+    def lag(self) -> float:
+        """Seconds the oldest item not yet written has waited: in the batch the writer holds, or else in the
+        queue (0 when nothing waits)."""
+        oldest = self._holding
+        if oldest is None:
+            try:
+                oldest = self._queue[0][1]
+            except IndexError:  # empty, or emptied by the writer meanwhile
+                return 0.0
+        return (datetime.now(UTC) - oldest).total_seconds()
 
     @property
     def written(self) -> int:
@@ -191,7 +203,9 @@ class Recorder:
                         break
                     self._cond.wait(remaining)
             n = min(len(self._queue), self._batch_max)
-            return [self._queue.popleft() for _ in range(n)]
+            batch = [self._queue.popleft() for _ in range(n)]
+            self._holding = batch[0][1]
+            return batch
 
     def _run(self) -> None:
         while True:
@@ -212,6 +226,8 @@ class Recorder:
                 with self._cond:
                     self._dropped += len(batch)
                 self._lost(len(batch))
+            finally:
+                self._holding = None
 
     def _flush(self, batch: list[Item]) -> None:
         try:

@@ -135,7 +135,8 @@ class Priority:
 
     `idle` (the default): SCHED_IDLE, the worker runs only on CPU time nothing else wants, and a proxy
     thread that wakes preempts it at once, so recording never delays a stream. When the worker falls more
-    than `RAISE_LAG` seconds behind what the proxy observed (the CPU is full), it returns to normal
+    than `RAISE_LAG` seconds behind what the proxy observed (the CPU is full), in interpreting it or in
+    writing it (the recorder's queue: its writer thread is as idle as the rest), it returns to normal
     priority until it has caught up (below `LOWER_LAG`): forwarding then shares the CPU with recording,
     instead of recording falling ever further behind. Leaving SCHED_IDLE needs CAP_SYS_NICE (root outside a
     container) or an RLIMIT_NICE of at least 20; `lower()` asks first, and where the worker could not leave
@@ -310,11 +311,14 @@ def main() -> int:
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
     handle = worker.pipeline.handle
+    recorder = worker.recorder
+    assert recorder is not None
     from .records import Outcome
 
     try:
         while (batch := read_frame(stdin)) is not None:
-            priority.follow(_lag(batch))
+            # behind is behind in either thread: interpreting what the proxy saw, or writing it
+            priority.follow(max(_lag(batch), recorder.lag()))
             handle(batch)
         # The proxy ends every exchange before it closes our stdin; any still open, it did not live to.
         worker.pipeline.close(Outcome.INTERRUPTED, "the proxy exited mid-stream")
