@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--series", action="store_true", help="also print every round (to see a drift)")
     args = parser.parse_args(argv)
     variants = _variants(args.variant or ["streamtap="])
 
@@ -103,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(["total", *(fmt(t, 2) for t in totals)])
         rows.append(["total / bare", *(f"{t / totals[0]:.3f}x" for t in totals)])
         print(table(["thread", *(p.name for p in paths)], rows))
+        if args.series:
+            print("\nevery round, in order (total µs per event; each thread's in brackets)\n")
+            for p in paths:
+                print(f"- {p.name}:")
+                for i, r in enumerate(runs[p.name]):
+                    parts = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r.items()) if v >= 0.01)
+                    print(f"  {i + 1:3d}. {sum(r.values()):.2f} ({parts})")
     return 0
 
 
