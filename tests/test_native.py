@@ -21,16 +21,21 @@ BUILT = BUILD is not None and (BUILD / native.MANIFEST).is_file()
 PURE_RUN = os.environ.get("STREAMTAP_NATIVE") == "0"
 
 
-def which_runs(src: Path, **env: str) -> tuple[str, str]:
-    """A fresh interpreter importing streamtap from `src`: (native.status, the file of streamtap.sse)."""
-    code = "import streamtap, streamtap.sse as s; print(streamtap.native.status); print(s.__file__)"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
+def python(src: Path, *args: str, **env: str) -> str:
+    """The output of a fresh interpreter run with streamtap imported from `src` (STREAMTAP_NATIVE unset)."""
+    return subprocess.run(
+        [sys.executable, *args],
         env={**os.environ, "PYTHONPATH": str(src), "STREAMTAP_NATIVE": "", **env},
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.splitlines()
+    ).stdout
+
+
+def which_runs(src: Path, **env: str) -> tuple[str, str]:
+    """A fresh interpreter importing streamtap from `src`: (native.status, the file of streamtap.sse)."""
+    code = "import streamtap, streamtap.sse as s; print(streamtap.native.status); print(s.__file__)"
+    out = python(src, "-c", code, **env).splitlines()
     return out[0], out[1]
 
 
@@ -71,17 +76,11 @@ def test_an_edited_source_turns_the_whole_build_off(checkout: Path) -> None:
 
 
 def test_streamtap_version_says_which_runs(checkout: Path) -> None:
-    def version(**env: str) -> str:
-        return subprocess.run(
-            [sys.executable, "-m", "streamtap", "--version"],
-            env={**os.environ, "PYTHONPATH": str(checkout / "src"), "STREAMTAP_NATIVE": "", **env},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-
-    assert version().endswith("(hot path: compiled (mypyc))\n")
-    assert version(STREAMTAP_NATIVE="off").endswith("(hot path: pure Python (STREAMTAP_NATIVE=0))\n")
+    src = checkout / "src"
+    assert python(src, "-m", "streamtap", "--version").endswith("(hot path: compiled (mypyc))\n")
+    assert python(src, "-m", "streamtap", "--version", STREAMTAP_NATIVE="off").endswith(
+        "(hot path: pure Python (STREAMTAP_NATIVE=0))\n"
+    )
 
 
 def test_streamtap_native_0_turns_it_off(checkout: Path) -> None:
