@@ -96,10 +96,9 @@ class _Finder(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_file_location(fullname, file, loader=loader)
 
 
-def _current() -> dict[str, Path] | None:
-    """The compiled modules' files, if a build exists and matches the sources."""
-    directory = build_dir()
-    if directory is None or not (directory / MANIFEST).is_file():
+def _current(directory: Path | None) -> dict[str, Path] | None:
+    """The compiled modules' files in `directory`, if a build is there and matches the sources."""
+    if directory is None:
         return None
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
@@ -119,7 +118,7 @@ def activate() -> str:
         return status
     if directory is None or not (directory / MANIFEST).is_file():
         return status
-    files = _current()
+    files = _current(directory)
     if files is None:
         status = "pure Python (the compiled modules are older than the sources; make native rebuilds them)"
         return status
@@ -189,7 +188,7 @@ def build() -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args == ["build"]:
-        if _current() is not None:
+        if _current(build_dir()) is not None:
             return 0
         try:
             directory = build()
