@@ -392,7 +392,7 @@ class TestOverflow:
             lock.execute("BEGIN EXCLUSIVE")
             body = SSE_FILE.read_bytes()
             put_all(channel, exchange("held", body))
-            time.sleep(1.0)  # the record waits in the recorder's queue (RAISE_LAG is 0.5 s)
+            time.sleep(1.0)  # the record waits for the writer, stuck on the lock (RAISE_LAG is 0.5 s)
             put_all(channel, exchange("next", body))  # every frame the worker reads, it looks at its lag
 
             err: list[str] = []
