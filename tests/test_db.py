@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.orm import Session
 
 from streamtap.db import packs
-from streamtap.db.engine import MIGRATIONS_DIR, _json_text, check_schema, make_engine, upgrade
+from streamtap.db.engine import MIGRATIONS_DIR, json_text, check_schema, make_engine, upgrade
 from streamtap.db.models import Base
 from streamtap.errors import ConfigError, DatabaseError, NotOurDatabaseError
 from streamtap.read import get_stream, get_streams
@@ -313,4 +313,4 @@ class TestEventPacks:
     ],
 )
 def test_json_columns_text(obj: object, text: str) -> None:
-    assert _json_text(obj) == text
+    assert json_text(obj) == text

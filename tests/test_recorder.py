@@ -9,15 +9,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from streamtap.db.engine import make_engine, upgrade
+from streamtap.db.models import Stream
+from streamtap.export import choice_to_dict
 from streamtap.read import get_streams
-from streamtap.recorder import Recorder, mark_interrupted
+from streamtap.recorder import RECORD_COLUMNS, START_COLUMNS, Recorder, _StreamRows, mark_interrupted
 from streamtap.records import (
     Choice,
     EventKind,
@@ -27,6 +29,7 @@ from streamtap.records import (
     StreamStart,
     ToolCall,
     Usage,
+    token_event_count,
 )
 
 MakeRecord = Callable[..., StreamRecord]
@@ -180,6 +183,118 @@ class TestRoundTrip:
         recorder.close()
         assert _rows(engine, "SELECT count(*) FROM stream_events") == [(0,)]
         assert _rows(engine, "SELECT event_count FROM streams") == [(2,)]
+
+
+class TestDriverRows:
+    """The recorder binds the `streams` rows straight to the driver; they must store what SQLAlchemy's own
+    statements on the model would (the read side, the dashboard's SQL and the migrations rely on it)."""
+
+    def test_every_column_is_written(self) -> None:
+        columns = [c.name for c in cast(sa.Table, Stream.__table__).c]
+        assert sorted(RECORD_COLUMNS) == sorted(columns)
+        assert set(START_COLUMNS) <= set(columns)
+        assert len(set(RECORD_COLUMNS)) == len(RECORD_COLUMNS)
+
+    def test_stored_as_sqlalchemy_stores_them(
+        self, engine: sa.Engine, make_record: MakeRecord, events_from_body: EventsFromBody
+    ) -> None:
+        records = [
+            *_varied_records(make_record, events_from_body),
+            make_record(error="cut\x00off", extra={"k": "v\x00"}, duration_ms=None),
+        ]
+        start = dataclasses.replace(
+            _start("s" * 32),
+            started_at=datetime(2026, 11, 24, 9, 0, 0, 5, tzinfo=timezone(timedelta(hours=-7))),
+            request_body="nul \x00 here",
+        )
+        submitted_at = datetime(2026, 11, 25, 1, 2, 3, 450000, tzinfo=UTC)
+        rows = _StreamRows(engine.dialect)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(rows.start_sql, [rows.start(start)])
+            conn.exec_driver_sql(rows.record_sql, [rows.record(r, submitted_at) for r in records])
+        # the same rows through SQLAlchemy's statement, the JSON serializer and the column types
+        table = cast(sa.Table, Stream.__table__)
+        with engine.begin() as conn:
+            conn.execute(sa.insert(table), [_start_dict(start, "S" * 32)])
+            conn.execute(sa.insert(table), [_record_dict(r, submitted_at, r.id.upper()) for r in records])
+        stored = {r[0]: r[1:] for r in _rows(engine, "SELECT * FROM streams")}
+        assert len(stored) == 2 * (len(records) + 1)
+        for key in [start.id, *(r.id for r in records)]:
+            assert stored[key] == stored[key.upper()], key
+        assert stored[start.id][0] == stored["S" * 32][0]  # started_at, in UTC (text in SQLite)
+        if engine.dialect.name == "sqlite":
+            assert stored[start.id][0] == "2026-11-24 16:00:00.000005"
+
+
+def _without_nul(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.replace("\x00", "\ufffd") if isinstance(v, str) else v for k, v in row.items()}
+
+
+def _start_dict(start: StreamStart, id: str) -> dict[str, Any]:
+    return _without_nul(
+        {
+            **{f: getattr(start, f) for f in ("started_at", "method", "url", "host", "path")},
+            **{
+                f: getattr(start, f)
+                for f in ("request_model", "api_key_fp", "proxy_instance", "request_body")
+            },
+            "id": id,
+            "outcome": "in_progress",
+            "stream": False,
+            "api": "",
+            "choices": [],
+            "event_count": 0,
+            "token_event_count": 0,
+            "tap_errors": 0,
+            "extra": {},
+        }
+    )
+
+
+def _record_dict(rec: StreamRecord, submitted_at: datetime, id: str) -> dict[str, Any]:
+    usage = rec.usage or Usage(None, None, None, None)
+    same = (
+        "started_at",
+        "method",
+        "url",
+        "host",
+        "path",
+        "status_code",
+        "stream",
+        "api",
+        "request_model",
+        "model",
+        "finish_reason",
+        "error",
+        "ttfb_ms",
+        "ttft_ms",
+        "ttfc_ms",
+        "duration_ms",
+        "api_key_fp",
+        "proxy_instance",
+        "content_encoding",
+        "request_body",
+        "response_body",
+        "tap_errors",
+        "extra",
+    )
+    return _without_nul(
+        {
+            **{f: getattr(rec, f) for f in same},
+            **{f: getattr(usage, f) for f in ("prompt_tokens", "completion_tokens", "total_tokens")},
+            "reasoning_tokens": usage.reasoning_tokens,
+            "id": id,
+            "outcome": rec.outcome.value,
+            "choices": [choice_to_dict(c) for c in rec.choices],
+            "event_count": len(rec.events),
+            "token_event_count": token_event_count(rec.events),
+            "finished_at": (
+                submitted_at
+                if rec.duration_ms is None
+                else rec.started_at + timedelta(milliseconds=rec.duration_ms)
+            ),
+        }
+    )
 
 
 class TestStartThenFinish:

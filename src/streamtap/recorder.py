@@ -11,10 +11,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from .db import packs
-from .db.engine import SqliteFileWatch, describe_error
+from .db.engine import SqliteFileWatch, describe_error, json_text
 from .db.models import Stream, StreamEventPack
 from .errors import DatabaseError
 from .export import choice_to_dict
@@ -89,7 +88,7 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._written = 0
         self._dropped = 0
-        self._start_stmt, self._upsert_stmt = _statements(engine.dialect.name)
+        self._rows = _StreamRows(engine.dialect)
         self._watch = SqliteFileWatch.of(engine)
         self._packs_sql = packs.insert_sql(engine.dialect)
 
@@ -289,27 +288,28 @@ class Recorder:
             return
 
     def _write(self, items: Sequence[Item]) -> int:
-        starts: list[dict[str, Any]] = []
-        finished: dict[str, dict[str, Any]] = {}  # by id: a record submitted twice is written once, the last
+        rows = self._rows
+        starts: list[tuple[Any, ...]] = []
+        finished: dict[str, tuple[Any, ...]] = {}  # by id: a record submitted twice is written once, the last
         events: dict[str, tuple[Any, ...] | None] = {}
         for obj, submitted_at in items:
             if isinstance(obj, StreamStart):
-                starts.append(_start_row(obj))
+                starts.append(rows.start(obj))
             else:
-                finished[obj.id] = _record_row(obj, submitted_at)
+                finished[obj.id] = rows.record(obj, submitted_at)
                 if self._keep_events:
                     events[obj.id] = packs.pack(obj.id, obj.events)
         pack_rows = [row for row in events.values() if row is not None]
         with self._engine.begin() as conn:
+            # Straight to the driver, as every statement here: the rows are the driver's values already.
             if starts:
-                conn.execute(self._start_stmt, starts)
+                conn.exec_driver_sql(rows.start_sql, starts)
             if finished:
-                conn.execute(self._upsert_stmt, list(finished.values()))
+                conn.exec_driver_sql(rows.record_sql, list(finished.values()))
                 bare = [key for key, row in events.items() if row is None]
                 if bare:  # a repeated record without events: the earlier one's go (the others replace them)
                     conn.execute(sa.delete(_packs).where(_packs.c.stream_id.in_(bare)))
             if pack_rows:
-                # Straight to the driver: the arrays are JSON text already (orjson), no per-row work here.
                 conn.exec_driver_sql(self._packs_sql, pack_rows)
         return len(finished)
 
@@ -328,22 +328,172 @@ def mark_interrupted(engine: sa.Engine, proxy_instance: str) -> int:
         raise DatabaseError(f"cannot mark interrupted streams: {describe_error(e)}") from e
 
 
-def _statements(dialect: str) -> tuple[sa.Executable, sa.Executable]:
-    """INSERT ... ON CONFLICT for starts (never overwrite a finished row) and records (complete the row)."""
-    insert: Any
-    if dialect == "postgresql":
-        insert = postgresql.insert
-    elif dialect == "sqlite":
-        insert = sqlite.insert
-    else:
-        raise DatabaseError(f"unsupported database {dialect!r}: streamtap supports sqlite and postgresql")
-    start = insert(_streams).on_conflict_do_nothing(index_elements=[_streams.c.id])
-    upsert = insert(_streams)
-    upsert = upsert.on_conflict_do_update(
-        index_elements=[_streams.c.id],
-        set_={c.name: upsert.excluded[c.name] for c in _streams.c if c.name != "id"},
-    )
-    return start, upsert
+class _StreamRows:
+    """The `streams` table's two statements as the driver's own SQL, and their rows as the driver takes them.
+
+    INSERT ... ON CONFLICT for starts (never overwrite a finished row) and records (complete the row), with
+    positional parameters in the driver's placeholder style: each row a tuple, its values already what the
+    driver binds (the timestamps in UTC, in SQLite as SQLAlchemy's own text layout; the JSON columns as
+    text), where SQLAlchemy's statements spent ~45 µs per stream on the writer thread building, processing
+    and binding dicts. The values are stored exactly as SQLAlchemy's would be (a test compares them).
+    """
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        if dialect.name not in ("sqlite", "postgresql"):
+            raise DatabaseError(
+                f"unsupported database {dialect.name!r}: streamtap supports sqlite and postgresql"
+            )
+        self._sqlite = dialect.name == "sqlite"
+        mark = "?" if dialect.paramstyle in ("qmark", "numeric") else "%s"
+        quote = dialect.identifier_preparer.quote
+
+        def insert(columns: Sequence[str]) -> str:
+            names = ", ".join(quote(c) for c in columns)
+            return f"INSERT INTO streams ({names}) VALUES ({', '.join([mark] * len(columns))})"
+
+        self.start_sql = insert(START_COLUMNS) + " ON CONFLICT (id) DO NOTHING"
+        self.record_sql = (
+            insert(RECORD_COLUMNS)
+            + " ON CONFLICT (id) DO UPDATE SET "
+            + ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in RECORD_COLUMNS if c != "id")
+        )
+
+    def when(self, value: datetime) -> datetime | str:
+        """A timestamp as `UTCDateTime` binds it: timezone-aware only, in UTC; in SQLite, as text."""
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: streamtap stores timezone-aware timestamps only")
+        utc = value.astimezone(UTC)
+        if self._sqlite:  # SQLAlchemy's SQLite DATETIME storage format
+            return utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+        return utc
+
+    def start(self, start: StreamStart) -> tuple[Any, ...]:
+        # The columns left out are NULL (none has a default): unknown until the response arrives.
+        return _without_nul(
+            (
+                start.id,
+                self.when(start.started_at),
+                start.method,
+                start.url,
+                start.host,
+                start.path,
+                start.request_model,
+                start.api_key_fp,
+                start.proxy_instance,
+                start.request_body,
+                Outcome.IN_PROGRESS.value,
+                # NOT NULL columns the finished record overwrites
+                False,
+                "",
+                "[]",
+                0,
+                0,
+                0,
+                "{}",
+            )
+        )
+
+    def record(self, rec: StreamRecord, submitted_at: datetime) -> tuple[Any, ...]:
+        usage = rec.usage or Usage(None, None, None, None)
+        if rec.duration_ms is not None:
+            finished_at = rec.started_at + timedelta(milliseconds=rec.duration_ms)
+        else:
+            finished_at = submitted_at
+        return _without_nul(
+            (
+                rec.id,
+                self.when(rec.started_at),
+                rec.method,
+                rec.url,
+                rec.host,
+                rec.path,
+                rec.status_code,
+                rec.stream,
+                rec.api,
+                rec.request_model,
+                rec.model,
+                rec.outcome.value,
+                rec.finish_reason,
+                rec.error,
+                rec.ttfb_ms,
+                rec.ttft_ms,
+                rec.ttfc_ms,
+                rec.duration_ms,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.total_tokens,
+                usage.reasoning_tokens,
+                json_text([choice_to_dict(c) for c in rec.choices]),
+                len(rec.events),
+                token_event_count(rec.events),
+                rec.api_key_fp,
+                rec.proxy_instance,
+                rec.content_encoding,
+                rec.request_body,
+                rec.response_body,
+                rec.tap_errors,
+                json_text(rec.extra),
+                self.when(finished_at),
+            )
+        )
+
+
+# The columns `_StreamRows.start` and `.record` fill, in their order.
+START_COLUMNS = (
+    "id",
+    "started_at",
+    "method",
+    "url",
+    "host",
+    "path",
+    "request_model",
+    "api_key_fp",
+    "proxy_instance",
+    "request_body",
+    "outcome",
+    "stream",
+    "api",
+    "choices",
+    "event_count",
+    "token_event_count",
+    "tap_errors",
+    "extra",
+)
+RECORD_COLUMNS = (
+    "id",
+    "started_at",
+    "method",
+    "url",
+    "host",
+    "path",
+    "status_code",
+    "stream",
+    "api",
+    "request_model",
+    "model",
+    "outcome",
+    "finish_reason",
+    "error",
+    "ttfb_ms",
+    "ttft_ms",
+    "ttfc_ms",
+    "duration_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "reasoning_tokens",
+    "choices",
+    "event_count",
+    "token_event_count",
+    "api_key_fp",
+    "proxy_instance",
+    "content_encoding",
+    "request_body",
+    "response_body",
+    "tap_errors",
+    "extra",
+    "finished_at",
+)
 
 
 def _transient(e: Exception) -> bool:
@@ -357,81 +507,8 @@ def _transient(e: Exception) -> bool:
     )
 
 
-def _without_nul(row: dict[str, Any]) -> dict[str, Any]:
+def _without_nul(row: tuple[Any, ...]) -> tuple[Any, ...]:
     # PostgreSQL text cannot hold NUL; replace it on every backend so both store the same thing.
-    for key, value in row.items():
-        if isinstance(value, str) and "\x00" in value:
-            row[key] = value.replace("\x00", "\ufffd")
+    if any(type(value) is str and "\x00" in value for value in row):
+        return tuple(value.replace("\x00", "\ufffd") if type(value) is str else value for value in row)
     return row
-
-
-def _start_row(start: StreamStart) -> dict[str, Any]:
-    # The columns left out are NULL (none has a default): unknown until the response arrives. Naming only
-    # these saves a third of the statement's per-row work.
-    row: dict[str, Any] = dict(
-        id=start.id,
-        started_at=start.started_at,
-        method=start.method,
-        url=start.url,
-        host=start.host,
-        path=start.path,
-        request_model=start.request_model,
-        api_key_fp=start.api_key_fp,
-        proxy_instance=start.proxy_instance,
-        request_body=start.request_body,
-        outcome=Outcome.IN_PROGRESS.value,
-        # NOT NULL columns the finished record overwrites
-        stream=False,
-        api="",
-        choices=[],
-        event_count=0,
-        token_event_count=0,
-        tap_errors=0,
-        extra={},
-    )
-    return _without_nul(row)
-
-
-def _record_row(rec: StreamRecord, submitted_at: datetime) -> dict[str, Any]:
-    usage = rec.usage or Usage(None, None, None, None)
-    if rec.duration_ms is not None:
-        finished_at = rec.started_at + timedelta(milliseconds=rec.duration_ms)
-    else:
-        finished_at = submitted_at
-    return _without_nul(
-        {
-            "id": rec.id,
-            "started_at": rec.started_at,
-            "method": rec.method,
-            "url": rec.url,
-            "host": rec.host,
-            "path": rec.path,
-            "status_code": rec.status_code,
-            "stream": rec.stream,
-            "api": rec.api,
-            "request_model": rec.request_model,
-            "model": rec.model,
-            "outcome": rec.outcome.value,
-            "finish_reason": rec.finish_reason,
-            "error": rec.error,
-            "ttfb_ms": rec.ttfb_ms,
-            "ttft_ms": rec.ttft_ms,
-            "ttfc_ms": rec.ttfc_ms,
-            "duration_ms": rec.duration_ms,
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens,
-            "reasoning_tokens": usage.reasoning_tokens,
-            "choices": [choice_to_dict(c) for c in rec.choices],
-            "event_count": len(rec.events),
-            "token_event_count": token_event_count(rec.events),
-            "api_key_fp": rec.api_key_fp,
-            "proxy_instance": rec.proxy_instance,
-            "content_encoding": rec.content_encoding,
-            "request_body": rec.request_body,
-            "response_body": rec.response_body,
-            "tap_errors": rec.tap_errors,
-            "extra": rec.extra,
-            "finished_at": finished_at,
-        }
-    )

@@ -47,7 +47,7 @@ def make_engine(url: str) -> sa.Engine:
         parsed = parsed.set(drivername="postgresql+psycopg")
     if backend not in ("sqlite", "postgresql"):
         raise ConfigError(f"bad database URL {_show(parsed)}: only sqlite and postgresql are supported")
-    kwargs: dict[str, Any] = {"json_serializer": _json_text}
+    kwargs: dict[str, Any] = {"json_serializer": json_text}
     if backend == "postgresql":
         kwargs["pool_pre_ping"] = True
     try:
@@ -60,7 +60,7 @@ def make_engine(url: str) -> sa.Engine:
     return engine
 
 
-def _json_text(obj: Any) -> str:
+def json_text(obj: Any) -> str:
     """A JSON column's text, non-ASCII kept readable: orjson's (a stream row's choices in a fifth of the
     time), or `json`'s for what orjson refuses (an integer beyond 64 bits, a key that is not a string). A
     NaN becomes null, where `json` wrote NaN: not JSON, and PostgreSQL's json type refuses it."""
