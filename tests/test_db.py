@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.orm import Session
 
 from streamtap.db import packs
-from streamtap.db.engine import MIGRATIONS_DIR, json_text, check_schema, make_engine, upgrade
+from streamtap.db.engine import MIGRATIONS_DIR, PAGE_SIZE, check_schema, json_text, make_engine, upgrade
 from streamtap.db.models import Base
 from streamtap.errors import ConfigError, DatabaseError, NotOurDatabaseError
 from streamtap.read import get_stream, get_streams
@@ -60,6 +60,25 @@ class TestMakeEngine:
         finally:
             engine.dispose()
         assert pragmas == {"journal_mode": "wal", "busy_timeout": 5000, "foreign_keys": 1, "synchronous": 1}
+
+    def test_new_databases_get_16k_pages_and_existing_ones_keep_theirs(self, tmp_path: Path) -> None:
+        old = tmp_path / "old.db"
+        with sqlite3.connect(old) as conn:  # a database from before: SQLite's default 4 KiB pages, WAL
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("CREATE TABLE t (x)")
+        sizes = {}
+        for name in ("new.db", "old.db"):
+            engine = make_engine(f"sqlite:///{tmp_path}/{name}")
+            try:
+                if name == "new.db":
+                    upgrade(engine)
+                with engine.connect() as conn:
+                    sizes[name] = conn.exec_driver_sql("PRAGMA page_size").scalar()
+                    assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            finally:
+                engine.dispose()
+        assert sizes == {"new.db": PAGE_SIZE, "old.db": 4096}
+        assert PAGE_SIZE == 16384
 
     def test_parent_directory_created_on_first_connection_only(self, tmp_path: Path) -> None:
         path = tmp_path / "deep" / "er" / "x.db"

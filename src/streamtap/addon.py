@@ -16,7 +16,6 @@ import os
 import socket
 import sys
 import time
-import uuid
 from time import monotonic
 from typing import Any
 
@@ -29,7 +28,7 @@ from .durations import parse_duration
 from .errors import StreamtapError
 from .pipeline import BODY, CHUNK, END, HEADERS, MAX_PARSED_BODY, MAX_REQUEST_BODY, START, TAP_ERROR
 from .privacy import api_key_fingerprint, redact_url
-from .records import Outcome
+from .records import Outcome, new_stream_id
 from .rxstamp import StampingSocket
 
 log = logging.getLogger("streamtap")
@@ -323,13 +322,14 @@ class StreamtapAddon:
     def _open(self, flow: http.HTTPFlow, t0: float) -> str:
         req = flow.request
         body = req.get_content(strict=False) or b""
-        key = uuid.uuid4().hex
+        epoch = time.time()
+        key = new_stream_id(epoch)
         self._put(
             (
                 START,
                 key,
                 t0,
-                time.time(),
+                epoch,
                 req.method,
                 redact_url(req.url),
                 req.host,
