@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from streamtap import overview as ov
 from streamtap import seed as seed_module
-from streamtap.db.engine import make_engine, upgrade
+from streamtap.db.engine import PAGE_SIZE, make_engine, upgrade
 from streamtap.db.models import Stream
 from streamtap.read import stats
 from streamtap.seed import seed_database
@@ -52,8 +52,9 @@ def best_of[T](repeat: int, fn: Callable[[], T]) -> tuple[float, T]:
 
 
 def seeded_sqlite(streams: int, events_per_stream: int) -> str:
-    # A change to the generator invalidates the cached database.
-    version = hashlib.sha256(Path(seed_module.__file__ or "").read_bytes()).hexdigest()[:8]
+    # A change to the generator, or to a new database's page size, invalidates the cached database.
+    generator = Path(seed_module.__file__ or "").read_bytes() + str(PAGE_SIZE).encode()
+    version = hashlib.sha256(generator).hexdigest()[:8]
     path = CACHE / f"dashboard-{streams}x{events_per_stream}-{version}.db"
     done = path.with_suffix(".ok")
     url = f"sqlite:///{path}"
