@@ -8,7 +8,6 @@ recording of the corpus, read in pieces.
 from __future__ import annotations
 
 import random
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from streamtap.records import (
     EventRecord,
     StreamRecord,
     StreamStart,
-    new_stream_id,
     token_event_count,
     token_gaps,
 )
@@ -180,17 +178,3 @@ def test_a_memoryview_read_is_recorded_like_bytes() -> None:
         records.append(tap.finish(0.004))
     assert records[0] == records[1]
     assert [e.raw for e in records[1].events] == [b'data: {"a": 1}\n\n', b'data: {"b": 2}\n\n']
-
-
-def test_stream_ids_are_uuid7_in_the_order_they_were_made() -> None:
-    ms = int(datetime(2026, 11, 25, 9, 30, 1, 234000, tzinfo=UTC).timestamp() * 1000)
-    epoch = (ms + 0.5) / 1000  # mid-millisecond: each k/1000 below is one millisecond later
-    ids = [new_stream_id(epoch + k / 1000) for k in range(2000)]
-    for id in ids[:50]:
-        parsed = uuid.UUID(id)
-        assert len(id) == 32 and parsed.hex == id
-        assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
-    assert int(ids[0][:12], 16) == ms
-    assert ids == sorted(ids)  # one per ms here; within one ms they are random
-    same_ms = {new_stream_id(epoch) for _ in range(1000)}
-    assert len(same_ms) == 1000 and {i[:12] for i in same_ms} == {ids[0][:12]}

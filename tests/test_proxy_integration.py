@@ -14,7 +14,6 @@ import os
 import signal
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,9 +107,6 @@ def test_sync_stream_is_recorded_exactly(client: openai.OpenAI, upstream: MockUp
         usage.total_tokens,
     )
     assert rec.api_key_fp is not None and rec.api_key_fp.startswith("sha256:")
-    # the proxy's id is a UUIDv7 of the moment the request arrived (ids sort by start)
-    assert uuid.UUID(rec.id).version == 7
-    assert int(rec.id[:12], 16) == int(rec.started_at.timestamp() * 1000)
     kinds = [e.kind for e in rec.events]
     assert kinds[-1] is EventKind.DONE
     assert kinds.count(EventKind.DATA) == len(kinds) - 1

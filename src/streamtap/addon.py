@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import time
+import uuid
 from time import monotonic
 from typing import Any
 
@@ -28,7 +29,7 @@ from .durations import parse_duration
 from .errors import StreamtapError
 from .pipeline import BODY, CHUNK, END, HEADERS, MAX_PARSED_BODY, MAX_REQUEST_BODY, START, TAP_ERROR
 from .privacy import api_key_fingerprint, redact_url
-from .records import Outcome, new_stream_id
+from .records import Outcome
 from .rxstamp import StampingSocket
 
 log = logging.getLogger("streamtap")
@@ -322,14 +323,13 @@ class StreamtapAddon:
     def _open(self, flow: http.HTTPFlow, t0: float) -> str:
         req = flow.request
         body = req.get_content(strict=False) or b""
-        epoch = time.time()
-        key = new_stream_id(epoch)
+        key = uuid.uuid4().hex
         self._put(
             (
                 START,
                 key,
                 t0,
-                epoch,
+                time.time(),
                 req.method,
                 redact_url(req.url),
                 req.host,

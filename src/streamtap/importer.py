@@ -8,6 +8,7 @@ live one; only the clock is the archive's, or a synthetic one `gap_ms` apart whe
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from .har import SSE_MIME, Exchange, parse_har
 from .pipeline import request_model
 from .privacy import redact_url
 from .recorder import Recorder
-from .records import Outcome, StreamRecord, StreamStart, new_stream_id
+from .records import Outcome, StreamRecord, StreamStart
 from .sse import ItemKind, decode_all
 from .tap import MAX_STORED_BODY, StreamTap
 
@@ -50,7 +51,7 @@ def to_record(ex: Exchange, *, model: str | None = None, gap_ms: float = 20.0) -
     """Feed one exchange to a fresh tap on its own clock (t0 = 0) and return what the tap recorded."""
     parts = urlsplit(ex.url)
     start = StreamStart(
-        id=new_stream_id(ex.started_at.timestamp()),
+        id=uuid.uuid4().hex,
         started_at=ex.started_at,
         method=ex.method,
         url=redact_url(ex.url),

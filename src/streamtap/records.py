@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import enum
 import operator
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -89,20 +88,6 @@ class EventRecord(NamedTuple):
     raw: bytes
     event: str | None = None  # the SSE `event:` field, when present
     tokens: bool = False  # carries generated text (content, reasoning, refusal, tool arguments)
-
-
-def new_stream_id(epoch: float, rand: int | None = None) -> str:
-    """A new stream's id: a UUIDv7 (RFC 9562) in 32 hex digits, its first 12 the start time `epoch` in ms,
-    the rest random. Ids made one after another sort after one another, so each new row lands at the end of
-    the primary-key indexes (of `streams` and of the event packs) instead of on a random page of them:
-    with random ids (uuid4) a SQLite database of 100,000 streams spent ~0.7 µs per event more in the
-    writer's system calls, reading and writing index pages all over the file. `rand`: the 80 random bits
-    to use (a seeded generator's), else the system's."""
-    if rand is None:
-        rand = int.from_bytes(os.urandom(10))
-    ms = int(epoch * 1000) & 0xFFFF_FFFF_FFFF
-    value = ms << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62 | rand & 0x3FFF_FFFF_FFFF_FFFF
-    return f"{value:032x}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from .db import packs
 from .db.models import Stream
 from .mock_text import fragments, text_pieces
 from .privacy import fingerprint
-from .records import EventKind, EventRecord, Outcome, new_stream_id
+from .records import EventKind, EventRecord, Outcome
 
 _streams = cast(sa.Table, Stream.__table__)
 
@@ -129,7 +129,7 @@ class _Generator:
         profile = rng.choices(PROFILES, self.weights)[0]
         started = self.start + timedelta(seconds=rng.random() * self.span_s)
         slow = profile.host == SLOW_HOST and self.slow[0] <= started < self.slow[1]
-        sid = new_stream_id(started.timestamp(), rng.getrandbits(80))
+        sid = f"{rng.getrandbits(128):032x}"
         created = int(started.timestamp())
         row: dict[str, Any] = {
             "id": sid,

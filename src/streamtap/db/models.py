@@ -62,7 +62,7 @@ class Stream(Base):
 
     __tablename__ = "streams"
 
-    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)  # records.new_stream_id: UUIDv7 hex
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)  # uuid4 hex
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     method: Mapped[str] = mapped_column(sa.String(16))
     url: Mapped[str] = mapped_column(sa.Text())
