@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from .db import packs
 from .db.engine import SqliteFileWatch, describe_error, json_text
-from .db.models import Stream, StreamEventPack
+from .db.models import Stream, StreamEventPack, UTCDateTime
 from .errors import DatabaseError
 from .export import choice_to_dict
 from .records import Outcome, StreamRecord, StreamStart, Usage, token_event_count
@@ -344,7 +344,9 @@ class _StreamRows:
                 f"unsupported database {dialect.name!r}: streamtap supports sqlite and postgresql"
             )
         self._sqlite = dialect.name == "sqlite"
-        mark = "?" if dialect.paramstyle in ("qmark", "numeric") else "%s"
+        self._dialect = dialect
+        self._to_utc = UTCDateTime().process_bind_param  # the column type's own rule: aware only, in UTC
+        mark = packs.placeholder(dialect)
         quote = dialect.identifier_preparer.quote
 
         def insert(columns: Sequence[str]) -> str:
@@ -360,9 +362,8 @@ class _StreamRows:
 
     def when(self, value: datetime) -> datetime | str:
         """A timestamp as `UTCDateTime` binds it: timezone-aware only, in UTC; in SQLite, as text."""
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: streamtap stores timezone-aware timestamps only")
-        utc = value.astimezone(UTC)
+        utc = self._to_utc(value, self._dialect)
+        assert utc is not None
         if self._sqlite:  # SQLAlchemy's SQLite DATETIME storage format
             return utc.replace(tzinfo=None).isoformat(" ", "microseconds")
         return utc

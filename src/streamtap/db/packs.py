@@ -62,10 +62,16 @@ def unpack(events: list[list[Any]], raw: bytes) -> list[Unpacked]:
     ]
 
 
+def placeholder(dialect: sa.Dialect) -> str:
+    """A positional parameter in the driver's own style, for SQL sent straight to it: `?` (sqlite3), `%s`
+    (psycopg)."""
+    return "?" if dialect.paramstyle in ("qmark", "numeric") else "%s"
+
+
 def insert_sql(dialect: sa.Dialect) -> str:
     """INSERT of one pack row as positional parameters, in the driver's own placeholder style; a stream's
     earlier pack (a record submitted again) is replaced. The same ON CONFLICT clause on both databases."""
-    mark = "?" if dialect.paramstyle in ("qmark", "numeric") else "%s"
+    mark = placeholder(dialect)
     return (
         f"INSERT INTO stream_event_packs ({', '.join(COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))}) "
         "ON CONFLICT (stream_id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
