@@ -18,7 +18,15 @@ import openai
 import pytest
 from mitmproxy import options
 from mitmproxy.proxy.context import Context
-from mitmproxy.proxy.layers.http import HttpLayer, HTTPMode, HttpStream
+from mitmproxy.proxy.layers.http import (
+    ErrorCode,
+    HttpLayer,
+    HTTPMode,
+    HttpStream,
+    RequestProtocolError,
+    ResponseData,
+    ResponseProtocolError,
+)
 from mitmproxy.test import tflow
 
 from harness import ProxyProcess
@@ -113,11 +121,12 @@ def test_streams_are_released_after_the_event_that_dropped_them(installed: None)
 
 def test_a_stream_waiting_for_a_reply_is_left_to_the_collector(installed: None) -> None:
     layer = http_layer()
-    ref = add_stream(layer)
+    ref, done = add_stream(layer, 1), add_stream(layer, 3)
     waiting: Any = ref()
     waiting._paused = object()
     del waiting
-    drop_in_loop(layer, 1)
+    drop_in_loop(layer, 1, 3)
+    assert done() is None  # released, beside it
     stream = ref()
     assert stream is not None
     assert stream.context.layers[-1] is stream  # untouched
@@ -125,13 +134,22 @@ def test_a_stream_waiting_for_a_reply_is_left_to_the_collector(installed: None) 
 
 
 def test_a_released_stream_ignores_late_events(installed: None) -> None:
+    """Even a late protocol error: mitmproxy's own finished stream answers one with no hook and no error."""
     layer = http_layer()
     stream = HttpStream(layer.context.fork(), 1)
-    assert stream.mode is HTTPMode.regular
+    stream.flow = tflow.tflow(resp=True)
+    assert "mode" not in vars(stream)
     assert layer_cycles.release(stream)
-    assert list(stream.client_state(object())) == []
     assert stream not in stream.context.layers
-    assert stream.mode is HTTPMode.regular  # kept from before the list lost the stream
+    assert stream.mode is HTTPMode.regular  # computed before the list lost the stream
+    for late in (
+        ResponseProtocolError(1, "upstream went away", ErrorCode.GENERIC_SERVER_ERROR),
+        RequestProtocolError(1, "client went away", ErrorCode.GENERIC_CLIENT_ERROR),
+        ResponseData(1, b"data: late"),
+    ):
+        assert list(stream.handle_event(late)) == []
+    assert stream.flow.error is None
+    assert stream._paused is None
 
 
 def test_without_an_event_loop_the_stream_is_the_collectors(installed: None) -> None:

@@ -38,20 +38,25 @@ def release(stream: Any) -> bool:
     try:
         if stream._paused is not None or stream.child_layer is not None:
             return False  # waiting for a command's reply, or a websocket/TCP layer lives on in it
-        stream.mode  # noqa: B018 - computed from the list of layers (and kept) before the list loses the stream
         layers = stream.context.layers
-        if layers and layers[-1] is stream:
-            stream.context.layers = layers[:-1]  # the list is this stream's own: `Context.fork()` copies it
-        stream.client_state = stream.server_state = _finished
-    except (AttributeError, AssertionError, ValueError, IndexError):
+        if not layers or layers[-1] is not stream:
+            return False  # not the list `Context.fork()` made for this stream alone
+        stream.mode  # noqa: B018 - computed from the list of layers (and kept) before the list loses the stream
+        stream.context.layers = layers[:-1]
+        # Every event is ignored from now on, a late protocol error included (mitmproxy's own done stream
+        # answers one with nothing but another DropStream).
+        stream._handle_event = stream.client_state = stream.server_state = _finished
+    except Exception:  # mitmproxy's internals not as expected: the collector frees the stream, as it can
         return False
     return True
 
 
 def _release_all(dropped: list[Any]) -> None:
-    for stream in dropped:
-        release(stream)
-    dropped.clear()
+    try:
+        for stream in dropped:
+            release(stream)
+    finally:
+        dropped.clear()
 
 
 class _Streams(dict[int, Any]):
