@@ -230,24 +230,10 @@ def _without_nul(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v.replace("\x00", "\ufffd") if isinstance(v, str) else v for k, v in row.items()}
 
 
-START_FIELDS = (
-    "started_at",
-    "method",
-    "url",
-    "host",
-    "path",
-    "request_model",
-    "api_key_fp",
-    "proxy_instance",
-    "request_body",
-)
-USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "reasoning_tokens")
-
-
 def _start_dict(start: StreamStart, id: str) -> dict[str, Any]:
     return _without_nul(
         {
-            **{f: getattr(start, f) for f in START_FIELDS},
+            **dataclasses.asdict(start),  # every field of the start into its column of the same name
             "id": id,
             "outcome": "in_progress",
             "stream": False,
@@ -291,7 +277,7 @@ def _record_dict(rec: StreamRecord, submitted_at: datetime, id: str) -> dict[str
     return _without_nul(
         {
             **{f: getattr(rec, f) for f in same},
-            **{f: getattr(usage, f) for f in USAGE_FIELDS},
+            **dataclasses.asdict(usage),
             "id": id,
             "outcome": rec.outcome.value,
             "choices": [choice_to_dict(c) for c in rec.choices],

@@ -69,8 +69,9 @@ class _Streams(dict[int, Any]):
         self._dropped: list[Any] = []
 
     def pop(self, key: int, *default: Any) -> Any:
+        dropped = key in self
         stream = super().pop(key, *default)
-        if stream is not None and (not default or stream is not default[0]):
+        if dropped:
             if not self._dropped:
                 try:
                     asyncio.get_running_loop().call_soon(_release_all, self._dropped)
